@@ -163,7 +163,7 @@ _COUNTER48_DOCS = (
 
 ALICE_REGISTERS = RegisterMap("alice", _COMMON + (
     Register("CTRL", 0x0010, ACCESS_RW, 2, "control", fields=(
-        Field("RUN", 0, 1, "emit slots while set (cleared by hardware at STOP_AT_SLOT)"),
+        Field("RUN", 0, 1, "emit slots while set and the slot counter is below a non-zero STOP_AT_SLOT"),
         Field("SOURCE_QRNG", 1, 1, "entropy from the external QRNG input instead of the PRNG"),
     )),
     Register("CMD", 0x0011, ACCESS_STROBE, 4, "commands (write 1 to trigger)", fields=(

@@ -1,0 +1,1 @@
+"""cocotb testbenches, imported by the simulator process (module names passed to the runner)."""

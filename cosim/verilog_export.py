@@ -1,0 +1,46 @@
+"""``qkdlink verilog``: write an endpoint's Verilog, with the lint waivers and their reasons.
+
+The Verilog comes from Amaranth's Yosys back end. It is linted with Verilator ``-Wall``;
+the only warnings waived are listed in :data:`LINT_WAIVERS` with the reason each is harmless
+for Amaranth-generated code, and written next to the Verilog as ``LINT_WAIVERS.md``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .toolchain import verilator_lint
+
+__all__ = ["LINT_WAIVERS", "export_verilog", "endpoint_verilog"]
+
+LINT_WAIVERS = {
+    "UNUSEDSIGNAL": "Yosys keeps intermediate wires and carry-out bits that nothing reads "
+                    "(e.g. the top bit of a counter's adder, unused fields of an entropy word).",
+    "PROCASSINIT": "Amaranth gives every register an initial value in its declaration and also "
+                   "assigns it in the reset branch of the always block; both agree by construction.",
+    "UNUSEDPARAM": "Yosys emits localparams for memory geometry that the flattened logic does not use.",
+}
+
+
+def endpoint_verilog(role: str, cfg) -> tuple[str, str]:
+    """(module name, Verilog text) of an endpoint built from a link config."""
+    from amaranth.back import verilog
+    if role == "alice":
+        from ..gateware.alice import Alice, AliceParams
+        return "alice", verilog.convert(Alice(AliceParams.from_config(cfg.gateware)), name="alice")
+    raise ValueError(f"role {role!r}: must be 'alice'")
+
+
+def export_verilog(role: str, cfg, out: Path, *, lint: bool = True):
+    """Write ``<role>.v`` and ``LINT_WAIVERS.md`` into ``out``; lint unless told not to."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    name, text = endpoint_verilog(role, cfg)
+    vfile = out / f"{name}.v"
+    vfile.write_text(text)
+    wfile = out / "LINT_WAIVERS.md"
+    wfile.write_text("# Verilator -Wall warnings waived for this Verilog\n\n"
+                     + "".join(f"- `{w}`: {why}\n" for w, why in LINT_WAIVERS.items()))
+    report = None
+    if lint:
+        report = verilator_lint({vfile.name: text}, name, LINT_WAIVERS, out / "lint")
+    return [vfile, wfile], report

@@ -1,0 +1,296 @@
+"""Alice: the decoy-state BB84 transmitter endpoint, composed from the ``hdl/`` blocks.
+
+Pipeline per running clock (see docs/transmitter.md for the exact semantics):
+
+* stage 0 (combinational): entropy words and health tests -> symbol per slot; sync bits
+  from the slot counter;
+* stage 1 (registered): choice memory write, counters, symbol digest, laser fire bits;
+* stage 2 (registered in the pulse shapers): laser, sync and intensity-modulator pin words,
+  and the pin digest.
+
+The host reaches the registers (``gateware/regmap.py``) and the choice memory through the
+framed host link (``docs/hostlink.md``) on the ``rx``/``tx`` byte streams.
+"""
+from __future__ import annotations
+
+from amaranth import Module, Signal, Cat, Mux
+from amaranth.lib import wiring, stream, data, crc
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ..hdl.entropy import EntropySource, ENTROPY_BITS_PER_SLOT
+from ..hdl.symbols import SymbolSelector, INTENSITY_BLANK, INTENSITY_VACUUM
+from ..hdl.pulses import PulseShaper
+from ..hdl.sync import SyncMarker, FRAME_LOG2_MIN, FRAME_LOG2_MAX
+from ..hdl.choice_memory import ChoiceMemory
+from ..hdl.regbank import RegisterBank
+from ..hdl.hostlink import HostLink
+from .regmap import ALICE_REGISTERS, ID_ALICE, REGMAP_VERSION, COUNTER48_NAMES
+
+__all__ = ["Alice", "AliceParams", "symbol_digest_bits", "pin_digest_bits", "LINK_COUNTERS"]
+
+LINK_COUNTERS = ("rx_frames", "rx_crc_errors", "rx_framing_errors", "rx_oversize", "rx_truncated",
+                 "rx_unknown_type", "rx_bad_length", "rx_seq_gaps", "tx_frames")
+
+
+def _bytes_bits(n: int) -> int:
+    return (n + 7) // 8 * 8
+
+
+def symbol_digest_bits(slots_per_clock: int) -> int:
+    """Width of one symbol-digest word: 4 bits per slot + 1 sync bit per slot, whole bytes."""
+    return _bytes_bits(5 * slots_per_clock)
+
+
+def pin_digest_bits(samples_per_clock: int, slots_per_clock: int) -> int:
+    """Width of one pin-digest word: 4 laser words + sync word + 2-bit IM code per slot."""
+    return _bytes_bits(5 * samples_per_clock + 2 * slots_per_clock)
+
+
+class AliceParams:
+    """Validated build parameters of the transmitter."""
+
+    def __init__(self, samples_per_clock=4, slots_per_clock=4, choice_depth_slots=16384,
+                 frame_log2=12, has_prng=True, has_qrng=True):
+        if samples_per_clock not in (1, 2, 4, 8):
+            raise ValueError(f"samples_per_clock = {samples_per_clock!r}: must be one of 1, 2, 4, 8")
+        if slots_per_clock not in (1, 2, 4):
+            raise ValueError(f"slots_per_clock = {slots_per_clock!r}: must be one of 1, 2, 4")
+        if samples_per_clock % slots_per_clock:
+            raise ValueError(f"slots_per_clock = {slots_per_clock} must divide samples_per_clock = {samples_per_clock}")
+        if choice_depth_slots & (choice_depth_slots - 1) or choice_depth_slots < 2 * slots_per_clock:
+            raise ValueError(f"choice_depth_slots = {choice_depth_slots}: must be a power of two >= {2 * slots_per_clock}")
+        if not FRAME_LOG2_MIN <= frame_log2 <= FRAME_LOG2_MAX:
+            raise ValueError(f"frame_log2 = {frame_log2}: must be in [{FRAME_LOG2_MIN}, {FRAME_LOG2_MAX}]")
+        if not (has_prng or has_qrng):
+            raise ValueError("at least one entropy source (PRNG or QRNG) must be built in")
+        self.samples_per_clock = samples_per_clock
+        self.slots_per_clock = slots_per_clock
+        self.choice_depth_slots = choice_depth_slots
+        self.frame_log2 = frame_log2
+        self.has_prng = has_prng
+        self.has_qrng = has_qrng
+
+    @classmethod
+    def from_config(cls, gw) -> "AliceParams":
+        """From a :class:`qkdlink.host.config.GatewareConfig`."""
+        return cls(gw.samples_per_clock, gw.slots_per_clock, gw.choice_memory_depth_slots,
+                   gw.sync_frame_log2, has_prng=True, has_qrng=True)
+
+    @property
+    def build_word(self) -> int:
+        """Value of the BUILD register."""
+        r = ALICE_REGISTERS["BUILD"]
+        fields = {"SAMPLES_PER_CLOCK": self.samples_per_clock, "SLOTS_PER_CLOCK": self.slots_per_clock,
+                  "LOG2_CHOICE_DEPTH": ceil_log2(self.choice_depth_slots), "FRAME_LOG2": self.frame_log2,
+                  "HAS_PRNG": int(self.has_prng), "HAS_QRNG": int(self.has_qrng)}
+        return sum(v << r.field(k).offset for k, v in fields.items())
+
+    def as_dict(self) -> dict:
+        return dict(samples_per_clock=self.samples_per_clock, slots_per_clock=self.slots_per_clock,
+                    choice_depth_slots=self.choice_depth_slots, frame_log2=self.frame_log2,
+                    has_prng=self.has_prng, has_qrng=self.has_qrng)
+
+
+class Alice(wiring.Component):
+    """The transmitter top (board-independent).
+
+    Ports: ``rx``/``tx`` host-link byte streams; ``qrng`` entropy stream (32 bits per slot);
+    ``laser`` four S-sample trigger words (H, V, D, A); ``sync`` S-sample sync word;
+    ``im_code`` 2-bit intensity-modulator code per slot (0 signal, 1 decoy, 2 vacuum).
+    """
+
+    def __init__(self, params: AliceParams | None = None, **kwargs):
+        self.params = p = params or AliceParams(**kwargs)
+        S, P = p.samples_per_clock, p.slots_per_clock
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "qrng": In(stream.Signature(ENTROPY_BITS_PER_SLOT * P)),
+            "laser": Out(data.ArrayLayout(S, 4)),
+            "sync": Out(S),
+            "im_code": Out(data.ArrayLayout(2, P)),
+        })
+
+    def elaborate(self, platform):
+        p = self.params
+        S, P = p.samples_per_clock, p.slots_per_clock
+        m = Module()
+
+        m.submodules.regs = regs = RegisterBank(ALICE_REGISTERS)
+        m.submodules.link = link = HostLink(choice_query=True)
+        m.submodules.entropy = ent = EntropySource(P, has_prng=p.has_prng, has_qrng=p.has_qrng)
+        m.submodules.symbols = sel = SymbolSelector(P)
+        m.submodules.sync_marker = sync = SyncMarker(P, p.frame_log2)
+        m.submodules.choices = mem = ChoiceMemory(P, p.choice_depth_slots)
+        m.submodules.laser_shaper = lasers = PulseShaper(S, P, 4)
+        m.submodules.sync_shaper = sync_shaper = PulseShaper(S, P, 1)
+
+        # Host link <-> registers, choice memory, byte streams.
+        wiring.connect(m, link.bus, regs.bus)
+        wiring.connect(m, link.choice_query, mem.query)
+        wiring.connect(m, mem.answer, link.choice_answer)
+        wiring.connect(m, wiring.flipped(self.rx), link.rx)
+        wiring.connect(m, link.tx, wiring.flipped(self.tx))
+        for name in LINK_COUNTERS:
+            m.d.comb += getattr(regs, name).eq(getattr(link, name))
+
+        cmd = regs.cmd
+        snapshot, clear, clear_alarm, load_seed = cmd[0], cmd[1], cmd[2], cmd[3]
+        run_bit, source_qrng = regs.ctrl[0], regs.ctrl[1]
+
+        # Stage 0: run control, slot counter, entropy, symbols, sync bits.
+        next_slot = Signal(48)
+        stop_at = Cat(regs.stop_at_slot_lo, regs.stop_at_slot_hi)
+        running = Signal()
+        m.d.comb += running.eq(run_bit & ((stop_at == 0) | (next_slot < stop_at)))
+        with m.If(clear):
+            m.d.sync += next_slot.eq(0)
+        with m.Elif(running):
+            m.d.sync += next_slot.eq(next_slot + P)
+
+        m.d.comb += [
+            ent.run.eq(running),
+            ent.select_qrng.eq(source_qrng),
+            ent.seed.eq(Cat(regs.seed_lo, regs.seed_hi)),
+            ent.load_seed.eq(load_seed),
+            ent.rct_cutoff.eq(regs.health_rct_cutoff),
+            ent.apt_cutoff.eq(regs.health_apt_cutoff),
+            ent.clear_alarm.eq(clear_alarm),
+            sel.words.eq(ent.words),
+            sel.ok.eq(ent.ok),
+            sel.pz_q15.eq(regs.pz_q15),
+            sel.t_signal_q15.eq(regs.t_signal_q15),
+            sel.t_decoy_q15.eq(regs.t_decoy_q15),
+            sync.slot_base.eq(next_slot),
+        ]
+        wiring.connect(m, wiring.flipped(self.qrng), ent.qrng)
+
+        # Stage 1 registers.
+        s1_valid = Signal()
+        s1_slot = Signal(48)
+        s1_codes = Signal(4 * P)
+        s1_sync = Signal(P)
+        s1_underrun = Signal()
+        s1_rct = Signal(P)
+        s1_apt = Signal(P)
+        m.d.sync += [
+            s1_valid.eq(running & ~clear),
+            s1_slot.eq(next_slot),
+            s1_codes.eq(sel.symbols.as_value()),
+            s1_sync.eq(sync.fire),
+            s1_underrun.eq(ent.underrun & ~clear),
+            s1_rct.eq(ent.rct_fire),
+            s1_apt.eq(ent.apt_fire),
+        ]
+
+        m.d.comb += [
+            mem.write.eq(s1_valid),
+            mem.slot_base.eq(s1_slot),
+            mem.symbols.eq(s1_codes),
+            mem.clear.eq(clear),
+        ]
+
+        # Counters (48 bit) of stage-1 slots.
+        def lane_code(lane):
+            return s1_codes[4 * lane:4 * lane + 4]
+
+        counters = {name: Signal(48, name=name.lower()) for name in COUNTER48_NAMES if name != "SNAP_SLOT"}
+        increments = {}
+        for i, iname in enumerate(("SIGNAL", "DECOY", "VACUUM")):
+            for b, bname in enumerate("ZX"):
+                increments[f"SNAP_SENT_{iname}_{bname}"] = sum(
+                    (lane_code(l)[2:4] == i) & (lane_code(l)[1] == b) for l in range(P))
+        increments["SNAP_BLANK"] = sum(lane_code(l)[2:4] == INTENSITY_BLANK for l in range(P))
+        increments["SNAP_UNDERRUN"] = Mux(s1_underrun, P, 0)
+        increments["SNAP_CHOICE_LOST"] = mem.lost
+        rct_fails = Signal(32)
+        apt_fails = Signal(32)
+        with m.If(clear):
+            m.d.sync += [c.eq(0) for c in counters.values()]
+            m.d.sync += [rct_fails.eq(0), apt_fails.eq(0)]
+        with m.Else():
+            for name, sig in counters.items():
+                inc = increments[name]
+                if name == "SNAP_CHOICE_LOST":
+                    m.d.sync += sig.eq(sig + inc)
+                else:
+                    with m.If(s1_valid):
+                        m.d.sync += sig.eq(sig + inc)
+            m.d.sync += [
+                rct_fails.eq(rct_fails + sum(s1_rct[l] for l in range(P))),
+                apt_fails.eq(apt_fails + sum(s1_apt[l] for l in range(P))),
+            ]
+
+        # Symbol digest (CRC-32 of symbols | sync bits per running clock).
+        sym_w = symbol_digest_bits(P)
+        m.submodules.digest_symbols = dsym = crc.catalog.CRC32_ISO_HDLC(data_width=sym_w).create()
+        m.d.comb += [
+            dsym.start.eq(clear),
+            dsym.valid.eq(s1_valid),
+            dsym.data.eq(Cat(s1_codes, s1_sync)),
+        ]
+
+        # Stage 2: pulse shapers (registered outputs) and the IM code.
+        for lane in range(P):
+            code = lane_code(lane)
+            blank = code[2:4] == INTENSITY_BLANK
+            state = Cat(code[0], code[1])  # 2*basis + bit
+            for ch in range(4):
+                m.d.comb += lasers.fire[ch][lane].eq(s1_valid & ~blank & (state == ch))
+            m.d.comb += sync_shaper.fire[0][lane].eq(s1_valid & s1_sync[lane])
+        for shaper in (lasers, sync_shaper):
+            m.d.comb += [
+                shaper.active.eq(s1_valid),
+                shaper.delay.eq(regs.pulse_delay_samples),
+                shaper.width.eq(regs.pulse_width_samples),
+            ]
+        s2_valid = Signal()
+        s2_im = Signal(2 * P)
+        im_codes = [_im_code(lane_code(lane)) for lane in range(P)]
+        m.d.sync += [s2_valid.eq(s1_valid & ~clear), s2_im.eq(Cat(*im_codes))]
+        m.d.comb += [
+            self.laser.eq(lasers.samples),
+            self.sync.eq(sync_shaper.samples[0]),
+            self.im_code.eq(s2_im),
+        ]
+
+        pin_w = pin_digest_bits(S, P)
+        m.submodules.digest_pins = dpin = crc.catalog.CRC32_ISO_HDLC(data_width=pin_w).create()
+        m.d.comb += [
+            dpin.start.eq(clear),
+            dpin.valid.eq(s2_valid),
+            dpin.data.eq(Cat(lasers.samples.as_value(), sync_shaper.samples.as_value(), s2_im)),
+        ]
+
+        # Snapshot shadows and status.
+        snap = {name: Signal(48, name=f"snap_{name.lower()}") for name in COUNTER48_NAMES}
+        snap_rct = Signal(32)
+        snap_apt = Signal(32)
+        snap_dsym = Signal(32)
+        snap_dpin = Signal(32)
+        with m.If(snapshot):
+            m.d.sync += snap["SNAP_SLOT"].eq(next_slot)
+            m.d.sync += [snap[n].eq(counters[n]) for n in counters]
+            m.d.sync += [snap_rct.eq(rct_fails), snap_apt.eq(apt_fails),
+                         snap_dsym.eq(dsym.crc), snap_dpin.eq(dpin.crc)]
+        for name, sig in snap.items():
+            m.d.comb += [getattr(regs, f"{name.lower()}_lo").eq(sig[:32]),
+                         getattr(regs, f"{name.lower()}_hi").eq(sig[32:])]
+        m.d.comb += [
+            regs.snap_rct_fails.eq(snap_rct),
+            regs.snap_apt_fails.eq(snap_apt),
+            regs.snap_digest_symbols.eq(snap_dsym),
+            regs.snap_digest_pins.eq(snap_dpin),
+            regs.id.eq(ID_ALICE),
+            regs.version.eq(REGMAP_VERSION),
+            regs.build.eq(p.build_word),
+            regs.status.eq(Cat(running, ent.alarm_rct, ent.alarm_apt)),
+        ]
+        return m
+
+
+def _im_code(code):
+    """Intensity-modulator code of a 4-bit symbol: its intensity, vacuum for a blank slot."""
+    intensity = code[2:4]
+    return Mux(intensity == INTENSITY_BLANK, INTENSITY_VACUUM, intensity)

@@ -1,0 +1,186 @@
+"""The ``qkdlink`` command line: one command, subcommands for each job.
+
+Run ``qkdlink --help`` or ``qkdlink COMMAND --help``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_link_config, field_table
+
+__all__ = ["main"]
+
+EPILOG = """examples:
+  qkdlink cosim-tx                      co-simulate the transmitter on the built-in 65 km hop config
+  qkdlink cosim-tx link.yaml --slots 2000000 --json tx.json
+  qkdlink verilog --role alice --out build/alice
+  qkdlink config show                   print the built-in defaults as YAML
+  qkdlink config check link.yaml        validate a config file
+  qkdlink regmap --role alice           the register map as a Markdown table
+"""
+
+
+class UsageError(Exception):
+    """A command-line argument is wrong; the message says which and why."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _params_and_settings(cfg):
+    from ..gateware.alice import AliceParams
+    from ..gateware.alice_model import AliceSettings
+    return AliceParams.from_config(cfg.gateware), AliceSettings.from_config(cfg)
+
+
+def cmd_cosim_tx(args) -> int:
+    """Co-simulate the transmitter gateware under Verilator and check it against the model."""
+    from ..cosim.alice import run_alice_cosim, sent_statistics
+    cfg = load_link_config(args.config)
+    params, settings = _params_and_settings(cfg)
+    if args.seed is not None:
+        settings = type(settings)(**{**settings.as_dict(), "seed": args.seed})
+    P = params.slots_per_clock
+    clocks = -(-args.slots // P)
+    n_bursts = max(1, min(args.batches, clocks))
+    bursts = [clocks // n_bursts + (1 if i < clocks % n_bursts else 0) for i in range(n_bursts)]
+    print(f"qkdlink: transmitter co-simulation, S={params.samples_per_clock} samples/clock, "
+          f"P={P} slots/clock, {clocks * P:,} slots in {n_bursts} batches, seed {settings.seed}",
+          file=sys.stderr)
+    print("qkdlink: building (cached by design hash) and running under Verilator ...", file=sys.stderr)
+    report = run_alice_cosim(params, settings, bursts, waves=args.waves,
+                             work_dir=Path(args.work_dir) if args.work_dir else None,
+                             progress=not args.quiet)
+    stats = sent_statistics(report)
+    g, s = cfg.gateware, cfg.source
+    out = {k: v for k, v in report.items() if k not in ("codes",)}
+    out["statistics"] = stats
+    out["pulse_rate_mhz"] = g.pulse_rate_mhz
+    lines = [
+        f"slots emitted        {stats['slots']:>14,}   (blank {stats['blank']:,})",
+        f"co-simulation speed  {report['slots_per_s']:>14,.0f} slots/s  (build {report['build_s']:.1f} s, model {report['model_s']:.1f} s)",
+        f"model agreement      {'bit-exact' if report['model_agreement'] else 'MISMATCH':>14}   "
+        f"({report['bursts']} snapshots x {len(report['final'])} values, {report['choice_answers_checked']} choice-memory answers)",
+        f"Z basis fraction     {stats['z_fraction']:>14.5f}   (programmed {s.p_z_basis:.5f})",
+        f"bit value 1 fraction {stats['bit_one_fraction']:>14.5f}   (expected 0.50000)",
+    ]
+    for name, prog in (("signal", s.p_signal), ("decoy", s.p_decoy), ("vacuum", s.p_vacuum)):
+        c = stats["classes"][name]
+        lines.append(f"{name:<7} Z {c['Z']:>12,} X {c['X']:>12,}   fraction {c['fraction']:.5f} (programmed {prog:.5f})")
+    print("\n".join(lines))
+    for m in report["mismatches"][:20]:
+        print(f"  mismatch: {m}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2, default=int) + "\n")
+        print(f"qkdlink: report written to {args.json}", file=sys.stderr)
+    return 0 if report["model_agreement"] else 1
+
+
+def cmd_verilog(args) -> int:
+    """Write the endpoint's Verilog and lint it with Verilator."""
+    from ..cosim.verilog_export import export_verilog
+    cfg = load_link_config(args.config)
+    out = Path(args.out)
+    files, lint = export_verilog(args.role, cfg, out, lint=not args.no_lint)
+    for f in files:
+        print(f"wrote {f}")
+    if lint is not None:
+        print(f"verilator lint: clean with -Wall minus the waivers in {out / 'LINT_WAIVERS.md'}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    """Show, check or describe link configs."""
+    import yaml
+    if args.action == "fields":
+        for name, allowed, default, unit, doc in field_table():
+            print(f"{name:<48} default {default!r:<12} {allowed}  {doc}")
+        return 0
+    cfg = load_link_config(args.file)
+    if args.action == "check":
+        print(f"{args.file or '<built-in defaults>'}: OK")
+        return 0
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_regmap(args) -> int:
+    """Print a register map."""
+    from ..gateware.regmap import ALICE_REGISTERS
+    maps = {"alice": ALICE_REGISTERS}
+    print(maps[args.role].to_markdown(), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="qkdlink",
+        description="qkdlink: gateware, co-simulation and host software for trusted-relay "
+                    "decoy-state BB84 QKD links and networks.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("cosim-tx", help="co-simulate the transmitter (Alice) gateware and print its statistics",
+                       description=cmd_cosim_tx.__doc__ + " Python wakes once per batch, not per slot; "
+                       "the gateware's snapshots and digests are compared with the bit-exact model after every batch.")
+    c.add_argument("config", nargs="?", help="link YAML (default: the built-in 65 km hop)")
+    c.add_argument("--slots", type=_positive_int, default=1_000_000, help="slots to emit (default 1e6)")
+    c.add_argument("--batches", type=_positive_int, default=10, help="snapshots/model checks during the run (default 10)")
+    c.add_argument("--seed", type=int, help="PRNG seed (default: gateware.prng_seed of the config)")
+    c.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    c.add_argument("--waves", action="store_true", help="dump waveforms (slow; use with few slots)")
+    c.add_argument("--work-dir", metavar="DIR", help="keep the simulator's logs and waves here")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_cosim_tx)
+
+    v = sub.add_parser("verilog", help="write an endpoint's Verilog and lint it with Verilator",
+                       description=cmd_verilog.__doc__)
+    v.add_argument("--role", choices=("alice",), required=True, help="which endpoint")
+    v.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    v.add_argument("--config", help="link YAML for the build parameters (default: built-in)")
+    v.add_argument("--no-lint", action="store_true", help="skip the Verilator lint")
+    v.set_defaults(func=cmd_verilog)
+
+    g = sub.add_parser("config", help="show, check or list the fields of link configs",
+                       description=cmd_config.__doc__)
+    g.add_argument("action", choices=("show", "check", "fields"))
+    g.add_argument("file", nargs="?", help="link YAML (default: built-in)")
+    g.set_defaults(func=cmd_config)
+
+    r = sub.add_parser("regmap", help="print a register map as Markdown", description=cmd_regmap.__doc__)
+    r.add_argument("--role", choices=("alice",), default="alice")
+    r.set_defaults(func=cmd_regmap)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"qkdlink: config error: {e}", file=sys.stderr)
+        return 2
+    except UsageError as e:
+        print(f"qkdlink: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qkdlink: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
