@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..hdl.entropy import EntropySource, ENTROPY_BITS_PER_SLOT
-from ..hdl.symbols import SymbolSelector, INTENSITY_BLANK, INTENSITY_VACUUM
+from ..hdl.symbols import SymbolSelector, LaserDriver, INTENSITY_BLANK
 from ..hdl.pulses import PulseShaper
 from ..hdl.sync import SyncMarker, FRAME_LOG2_MIN, FRAME_LOG2_MAX
 from ..hdl.choice_memory import ChoiceMemory
@@ -232,13 +232,11 @@ class Alice(wiring.Component):
         ]
 
         # Stage 2: pulse shapers (registered outputs) and the IM code.
-        for lane in range(P):
-            code = lane_code(lane)
-            blank = code[2:4] == INTENSITY_BLANK
-            state = Cat(code[0], code[1])  # 2*basis + bit
-            for ch in range(4):
-                m.d.comb += lasers.fire[ch][lane].eq(s1_valid & ~blank & (state == ch))
-            m.d.comb += sync_shaper.fire[0][lane].eq(s1_valid & s1_sync[lane])
+        m.submodules.laser_driver = drv = LaserDriver(P)
+        m.d.comb += drv.symbols.eq(s1_codes)
+        for ch in range(4):
+            m.d.comb += lasers.fire[ch].eq(drv.fire[ch] & s1_valid.replicate(P))
+        m.d.comb += sync_shaper.fire[0].eq(s1_sync & s1_valid.replicate(P))
         for shaper in (lasers, sync_shaper):
             m.d.comb += [
                 shaper.active.eq(s1_valid),
@@ -247,8 +245,7 @@ class Alice(wiring.Component):
             ]
         s2_valid = Signal()
         s2_im = Signal(2 * P)
-        im_codes = [_im_code(lane_code(lane)) for lane in range(P)]
-        m.d.sync += [s2_valid.eq(s1_valid & ~clear), s2_im.eq(Cat(*im_codes))]
+        m.d.sync += [s2_valid.eq(s1_valid & ~clear), s2_im.eq(drv.im_code)]
         m.d.comb += [
             self.laser.eq(lasers.samples),
             self.sync.eq(sync_shaper.samples[0]),
@@ -289,8 +286,3 @@ class Alice(wiring.Component):
         ]
         return m
 
-
-def _im_code(code):
-    """Intensity-modulator code of a 4-bit symbol: its intensity, vacuum for a blank slot."""
-    intensity = code[2:4]
-    return Mux(intensity == INTENSITY_BLANK, INTENSITY_VACUUM, intensity)

@@ -153,14 +153,15 @@ def _output_hi(states: np.ndarray) -> np.ndarray:
 def _words_from_states(init: np.ndarray, n: int) -> np.ndarray:
     """Words ``0..n-1`` of ``k`` generators with initial states ``init`` ((k, 2) uint64).
 
-    Returns ``(n, k)`` uint32. States are kept as ``(L, k, 2)`` blocks: doubling up to
-    ``2^_BLOCK_LOG2`` states, then one jump of ``A^(2^_BLOCK_LOG2)`` per further block.
+    Returns ``(n, k)`` uint32. States are rows of an ``(L*k, 2)`` array, row ``i*k + g`` =
+    state ``i`` of generator ``g``: doubling up to ``L = 2^_BLOCK_LOG2`` states, then one
+    jump by ``A^L`` per further block of ``L`` states.
     """
     k = init.shape[0]
     out = np.empty((n, k), dtype=np.uint32)
     if n == 0:
         return out
-    states = np.ascontiguousarray(init, dtype=np.uint64).reshape(1 * k, 2)
+    states = np.ascontiguousarray(init, dtype=np.uint64).reshape(k, 2)
     length, j = 1, 0
     while length < n and j < _BLOCK_LOG2:
         need = min(length, n - length)             # states length .. length+need-1
@@ -214,13 +215,23 @@ def _check_lanes(lanes):
 # Gateware
 # --------------------------------------------------------------------------------------
 
+def _checked(elaboratable, check, value):
+    """``check(value)``; on error silence the "created but never used" warning first."""
+    try:
+        return check(value)
+    except ValueError:
+        elaboratable._MustUse__silence = True
+        raise
+
+
 def _step_hdl(s0, s1):
     t = s1 ^ s0
     return s0.rotate_left(49) ^ t ^ (t << 21)[:64], t.rotate_left(28)
 
 
 def _pipeline_init(seed: int, lane: int):
-    """Register contents right after loading ``seed``: word 0, stage-1 of S_1, state S_2."""
+    """Register contents right after loading ``seed``: word 0 (upper 32 bits of the output
+    of ``S_0``), ``s0 + s1`` and ``s0`` of ``S_1``, and ``S_2``."""
     s0, s1 = _lane_state(seed, lane)
     out0, a0, a1 = xoroshiro128pp_next(s0, s1)
     _, b0, b1 = xoroshiro128pp_next(a0, a1)
@@ -245,7 +256,7 @@ class Xoroshiro128ppLanes(wiring.Component):
     """
 
     def __init__(self, lanes: int):
-        self.lanes = _check_lanes(lanes)
+        self.lanes = _checked(self, _check_lanes, lanes)
         super().__init__({
             "seed": In(64),
             "load": In(1),
@@ -264,12 +275,13 @@ class Xoroshiro128ppLanes(wiring.Component):
             st0 = Signal(64, init=st00, name=f"s0_{p}")        # S_{k+2}
             st1 = Signal(64, init=st10, name=f"s1_{p}")
 
+            l0 = Signal(64, name=f"load_s0_{p}")                # S_0 of the new seed
+            l1 = Signal(64, name=f"load_s1_{p}")
+            m.d.comb += [l0.eq(self.seed ^ LANE_K0[p]), l1.eq(self.seed ^ LANE_K1[p])]
+            a0, a1 = _step_hdl(l0, l1)                              # S_1
+            b0, b1 = _step_hdl(a0, a1)                              # S_2
+
             with m.If(self.load):
-                l0 = Signal(64, name=f"load_s0_{p}")
-                l1 = Signal(64, name=f"load_s1_{p}")
-                m.d.comb += [l0.eq(self.seed ^ LANE_K0[p]), l1.eq(self.seed ^ LANE_K1[p])]
-                a0, a1 = _step_hdl(l0, l1)
-                b0, b1 = _step_hdl(a0, a1)
                 m.d.sync += [
                     word.eq(((l0 + l1)[:64].rotate_left(17) + l0)[32:64]),
                     psum.eq(a0 + a1),
@@ -318,8 +330,9 @@ class EntropySource(wiring.Component):
     """
 
     def __init__(self, lanes: int, *, has_prng: bool = True, has_qrng: bool = True):
-        self.lanes = _check_lanes(lanes)
+        self.lanes = _checked(self, _check_lanes, lanes)
         if not (has_prng or has_qrng):
+            self._MustUse__silence = True
             raise ValueError("EntropySource needs at least one of has_prng, has_qrng")
         self.has_prng = bool(has_prng)
         self.has_qrng = bool(has_qrng)
@@ -410,10 +423,10 @@ def _sticky(fire: np.ndarray, clear: np.ndarray | None) -> np.ndarray:
     """``alarm_t = (alarm_{t-1} & ~clear_t) | fire_t`` from reset, vectorised."""
     n = fire.shape[0]
     pos = np.arange(n)
-    last_fire = np.maximum.accumulate(np.where(fire, pos, -1)) if n else pos
+    last_fire = np.maximum.accumulate(np.where(fire, pos, -1))
     if clear is None:
         return last_fire >= 0
-    last_clear = np.maximum.accumulate(np.where(clear, pos, -1)) if n else pos
+    last_clear = np.maximum.accumulate(np.where(clear, pos, -1))
     return (last_fire >= 0) & (last_fire >= last_clear)
 
 

@@ -11,7 +11,7 @@ cycle ``t+1``), ``samples[c] = E_t[c][0:S] | E_{t-1}[c][S:2S]``.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -36,6 +36,12 @@ class RegisterBusSignature(wiring.Signature):
             "err": In(1),
         })
 
+    def __eq__(self, other):
+        return type(other) is type(self)
+
+    def __hash__(self):
+        return hash(type(self))
+
 
 class RegisterBank(wiring.Component):
     """The registers of ``regmap`` behind a :class:`RegisterBusSignature` slave port.

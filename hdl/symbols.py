@@ -16,7 +16,7 @@ When the entropy is not ok (underrun or health alarm) every lane is *blank*: int
 import math
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, unsigned
+from amaranth.hdl import Cat, Module, Mux, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -55,25 +55,40 @@ def _run(P, depth, n, seed):
         pending = None                     # query slot held valid until accepted
         expected = []                      # answers in flight (slot, symbol, status)
         lost_next = 0                      # lost pulse expected in this cycle
-        ready_run = 0
+        ready_left, ans_ready = 0, True    # answer.ready in runs of 1..5 cycles
+        rows = depth // P
+        jump = n // 3
         for t in range(n):
-            # phases: a jump near 2**48 (counter wraps), a clear with a write in the same
-            # cycle, a clear alone, stretches with writes paused
-            if t == n // 3:
+            # phases: writes paused for a while, a jump of the counter, a clear with a write
+            # in the same cycle, a clear alone
+            if t == jump:
+                # jump near 2**48 (the counter then wraps), and in the same cycle query a slot
+                # in the OK window whose row is being written: the answer is the old data
                 counter = TOP - 6 * depth
+                end = model.written_end
+                if (counter // P) % rows == (end // P) % rows:
+                    counter += P
+                pending = next(q for q in range(end - 1, end - depth, -1)
+                               if (q // P) % rows == (counter // P) % rows)
+                assert model.query(pending)[1] == STATUS_OK
             clear = t in (n // 2, 2 * n // 3)
             write = (rng.random() < 0.7) and not (n // 4 <= t < n // 4 + 3 * depth // P)
+            if t == jump:
+                write = True
             if t == n // 2:
                 write = True
             if t == 2 * n // 3:
                 write = False
             codes = rng.integers(0, 16, size=P)
-            if pending is None and rng.random() < 0.7:
+            if t == jump:                  # make the overwrite visible
+                codes = (model.mem[(counter // P) % rows] + 1) % 16
+            if pending is None and rng.random() < 0.7 and not jump - 4 <= t < jump:
                 pending = _pick_query(rng, model.written_end, depth, P)
-            if ready_run <= 0:
-                ready_run = int(rng.integers(1, 6)) * (1 if rng.random() < 0.6 else -1)
-            ans_ready = ready_run > 0
-            ready_run -= 1 if ready_run > 0 else -1
+            if ready_left == 0:
+                ready_left, ans_ready = int(rng.integers(1, 6)), bool(rng.random() < 0.6)
+            ready_left -= 1
+            if jump - 4 <= t <= jump:
+                ans_ready = True
 
             ctx.set(dut.write, int(write))
             ctx.set(dut.slot_base, counter)

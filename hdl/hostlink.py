@@ -1,0 +1,447 @@
+"""Host-link endpoint: deframes requests, executes them on the register bus, answers.
+
+Implements ``docs/hostlink.md`` with the constants of :mod:`qkdlink.gateware.protocol`; the
+bit-exact reference is :class:`qkdlink.gateware.protocol.DeviceModel` (same input bytes ->
+same output bytes and counters).
+
+Structure (one byte per clock on both streams, every stage registered):
+
+* **receiver** (``rx``): hunts for a flag after reset, then destuffs and CRC-checks on the fly
+  (:mod:`amaranth.lib.crc`, residue check). Only TYPE, SEQ and the first 7 payload bytes are
+  stored (no request payload is longer); the length is counted up to the oversize limit
+  ``2 + RX_MAX_PAYLOAD + 2``. At a closing flag it classifies the frame (CHECK, one cycle),
+  then waits until the executor is idle and applies the verdict (APPLY, one cycle): counters,
+  sequence-gap check, hand-off of the request to the executor. ``rx.ready`` is low during
+  these two cycles and while it waits, so bytes are never lost; while an answer is being sent
+  the receiver keeps taking the bytes of the next frame and stalls only at its closing flag.
+  Counters therefore change only while the executor is idle, which keeps register reads of
+  the counters in stream order (as the model has them).
+* **executor**: REG_WRITE (one bus write), REG_READ (``count`` back-to-back bus reads into a
+  32 x 32-bit memory, then the answer), CHOICE_QUERY (a query issuer streams ``count`` slot
+  indices to the choice memory while the answer streams the replies out), NAKs. It produces
+  the unstuffed content bytes TYPE SEQ PAYLOAD through a one-byte pipeline register.
+* **framer** (``tx``): opening flag, stuffing, CRC-16 over the content, CRC (stuffed),
+  closing flag, all from a registered output (``tx.valid`` never waits for ``tx.ready``).
+
+Counters: 32-bit, wrapping. Device SEQ: 8-bit, starts at 0, +1 per frame sent.
+"""
+from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.lib import crc, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from qkdlink.gateware.protocol import (
+    ESC, ESC_XOR, FLAG, LINK_COUNTER_NAMES, MAX_CHOICE_COUNT, MAX_READ_COUNT,
+    REQUEST_PAYLOAD_LENGTH, RX_MAX_PAYLOAD, MsgType, NakCode, Status,
+)
+from qkdlink.hdl.choice_memory import ChoiceAnswer
+from qkdlink.hdl.regbank import RegisterBusSignature
+
+__all__ = ["HostLink"]
+
+_RX_LIMIT = 2 + RX_MAX_PAYLOAD + 2                      # content bytes accepted (20)
+_RX_KEEP = 2 + max(REQUEST_PAYLOAD_LENGTH.values())     # content bytes stored (9)
+
+# Receiver verdicts (CHECK -> APPLY).
+_V_OVERSIZE, _V_FRAMING, _V_TRUNCATED, _V_CRC, _V_UNKNOWN, _V_BAD_LENGTH, _V_WRITE, _V_READ, _V_CHOICE = range(9)
+# Answer kinds.
+_R_NAK, _R_ACK, _R_READ, _R_CHOICE = range(4)
+# Answer bodies.
+_B_NONE, _B_WORDS, _B_ENTRIES = range(3)
+
+
+def _special(byte):
+    return (byte == FLAG) | (byte == ESC)
+
+
+class HostLink(wiring.Component):
+    """Host-link endpoint (see the module docstring and docs/hostlink.md).
+
+    Ports: ``rx`` (bytes from the host), ``tx`` (bytes to the host), ``bus`` (register bus
+    master), with ``choice_query=True`` also ``choice_query`` (48-bit slot indices out) and
+    ``choice_answer`` (:data:`~qkdlink.hdl.choice_memory.ChoiceAnswer` in, in query order),
+    and one ``Out(32)`` per link counter (``rx_frames`` .. ``tx_frames``). Without
+    ``choice_query`` a CHOICE_QUERY frame is an unknown type.
+    """
+
+    def __init__(self, *, choice_query: bool = False):
+        self.has_choice = bool(choice_query)
+        members = {
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "bus": Out(RegisterBusSignature()),
+        }
+        if self.has_choice:
+            members["choice_query"] = Out(stream.Signature(48))
+            members["choice_answer"] = In(stream.Signature(ChoiceAnswer))
+        for name in LINK_COUNTER_NAMES:
+            members[name] = Out(32)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        crc_params = crc.catalog.CRC16_IBM_3740(data_width=8)
+        m.submodules.rx_crc = rx_crc = crc_params.create()
+        m.submodules.tx_crc = tx_crc = crc_params.create()
+        m.submodules.rmem = rmem = Memory(shape=32, depth=MAX_READ_COUNT, init=[])
+        rmem_w = rmem.write_port()
+        rmem_r = rmem.read_port(transparent_for=())
+
+        def bump(counter):
+            return counter.eq(counter + 1)
+
+        # ------------------------------------------------------------------ receiver
+        rx_buf = [Signal(8, name=f"rx_buf{i}") for i in range(_RX_KEEP)]
+        rx_len = Signal(range(_RX_LIMIT + 2))           # saturates at _RX_LIMIT + 1 = oversize
+        rx_esc = Signal()
+        rx_nonempty = Signal()
+        rx_byte = self.rx.payload
+        rx_content = Signal(8)
+        rx_take = Signal()                              # a content byte this cycle
+        verdict = Signal(range(9))
+        gap = Signal()
+        have_prev = Signal()
+        prev_seq = Signal(8)
+        ex_idle = Signal()
+        ex_start = Signal()
+
+        m.d.comb += [
+            rx_content.eq(rx_byte ^ Cat(Const(0, 5), rx_esc)),   # bit 5 flipped after an escape
+            rx_crc.data.eq(rx_content),
+            rx_crc.valid.eq(rx_take),
+            rx_crc.start.eq(rx_len == 0),
+        ]
+
+        with m.FSM(name="rx_fsm"):
+            with m.State("HUNT"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(self.rx.valid & (rx_byte == FLAG)):
+                    m.next = "FRAME"
+            with m.State("FRAME"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(self.rx.valid):
+                    with m.If(rx_byte == FLAG):
+                        with m.If(rx_nonempty):
+                            m.next = "CHECK"
+                    with m.Else():
+                        m.d.sync += rx_nonempty.eq(1)
+                        with m.If(~rx_esc & (rx_byte == ESC)):
+                            m.d.sync += rx_esc.eq(1)
+                        with m.Else():
+                            m.d.sync += rx_esc.eq(0)
+                            m.d.comb += rx_take.eq(1)
+                            with m.If(rx_len != _RX_LIMIT + 1):
+                                m.d.sync += rx_len.eq(rx_len + 1)
+                            for i, b in enumerate(rx_buf):
+                                with m.If(rx_len == i):
+                                    m.d.sync += b.eq(rx_content)
+            with m.State("CHECK"):
+                rtype = rx_buf[0]
+                plen = lambda t: 4 + REQUEST_PAYLOAD_LENGTH[t]
+                m.d.sync += gap.eq(have_prev & (rx_buf[1] != (prev_seq + 1)[:8]))
+                with m.If(rx_len == _RX_LIMIT + 1):
+                    m.d.sync += verdict.eq(_V_OVERSIZE)
+                with m.Elif(rx_esc):
+                    m.d.sync += verdict.eq(_V_FRAMING)
+                with m.Elif(rx_len < 4):
+                    m.d.sync += verdict.eq(_V_TRUNCATED)
+                with m.Elif(~rx_crc.match_detected):
+                    m.d.sync += verdict.eq(_V_CRC)
+                with m.Elif(rtype == MsgType.REG_WRITE):
+                    m.d.sync += verdict.eq(_V_WRITE)
+                    with m.If(rx_len != plen(MsgType.REG_WRITE)):
+                        m.d.sync += verdict.eq(_V_BAD_LENGTH)
+                with m.Elif(rtype == MsgType.REG_READ):
+                    m.d.sync += verdict.eq(_V_READ)
+                    with m.If(rx_len != plen(MsgType.REG_READ)):
+                        m.d.sync += verdict.eq(_V_BAD_LENGTH)
+                if self.has_choice:
+                    with m.Elif(rtype == MsgType.CHOICE_QUERY):
+                        m.d.sync += verdict.eq(_V_CHOICE)
+                        with m.If(rx_len != plen(MsgType.CHOICE_QUERY)):
+                            m.d.sync += verdict.eq(_V_BAD_LENGTH)
+                with m.Else():
+                    m.d.sync += verdict.eq(_V_UNKNOWN)
+                m.next = "APPLY"
+            with m.State("APPLY"):
+                with m.If(ex_idle):
+                    m.d.sync += [rx_len.eq(0), rx_esc.eq(0), rx_nonempty.eq(0)]
+                    m.next = "FRAME"
+                    with m.Switch(verdict):
+                        with m.Case(_V_OVERSIZE):
+                            m.d.sync += bump(self.rx_oversize)
+                        with m.Case(_V_FRAMING):
+                            m.d.sync += bump(self.rx_framing_errors)
+                        with m.Case(_V_TRUNCATED):
+                            m.d.sync += bump(self.rx_truncated)
+                        with m.Case(_V_CRC):
+                            m.d.sync += bump(self.rx_crc_errors)
+                        with m.Case(_V_UNKNOWN):
+                            m.d.sync += bump(self.rx_unknown_type)
+                        with m.Case(_V_BAD_LENGTH):
+                            m.d.sync += bump(self.rx_bad_length)
+                        with m.Default():
+                            m.d.sync += bump(self.rx_frames)
+                    with m.If(verdict >= _V_UNKNOWN):       # passed the CRC: answered
+                        m.d.comb += ex_start.eq(1)
+                        m.d.sync += [prev_seq.eq(rx_buf[1]), have_prev.eq(1)]
+                        with m.If(gap):
+                            m.d.sync += bump(self.rx_seq_gaps)
+
+        # ------------------------------------------------------------------ executor
+        req_type = Signal(8)
+        req_seq = Signal(8)
+        p = [Signal(8, name=f"req_p{i}") for i in range(_RX_KEEP - 2)]
+        raddr = Signal(17)               # bus address; bit 16 = past the end of the address space
+        rleft = Signal(range(MAX_READ_COUNT + 1))
+        widx = Signal(range(MAX_READ_COUNT))
+        pend = Signal()
+        pend_idx = Signal(range(MAX_READ_COUNT))
+        pend_oob = Signal()
+        err_acc = Signal()
+        resp_kind = Signal(2)
+        status = Signal(2)
+        nak_code = Signal(2)
+        body = Signal(2)
+        hdr = Signal(80)
+        hdr_left = Signal(range(11))
+        body_left = Signal(8)
+        word = Signal(32)
+        byte_idx = Signal(2)
+        rd_idx = Signal(range(MAX_READ_COUNT + 1))
+        dev_seq = Signal(8)
+        frame_done = Signal()
+
+        # content byte source -> pipeline register c_* -> framer
+        s_valid = Signal()
+        s_data = Signal(8)
+        s_last = Signal()
+        s_ready = Signal()
+        c_valid = Signal()
+        c_data = Signal(8)
+        c_last = Signal()
+        c_take = Signal()
+
+        m.d.comb += [
+            self.bus.addr.eq(raddr[:16]),
+            self.bus.w_data.eq(Cat(p[2], p[3], p[4], p[5])),
+            rmem_w.addr.eq(pend_idx),
+            rmem_w.data.eq(self.bus.r_data),
+            rmem_w.en.eq(pend),
+            rmem_r.addr.eq(rd_idx),
+        ]
+        with m.If(pend):
+            m.d.sync += err_acc.eq(err_acc | self.bus.err | pend_oob)
+
+        if self.has_choice:
+            q_slot = Signal(48)
+            q_left = Signal(8)
+            m.d.comb += [
+                self.choice_query.valid.eq(q_left != 0),
+                self.choice_query.payload.eq(q_slot),
+            ]
+            with m.If(self.choice_query.valid & self.choice_query.ready):
+                m.d.sync += [q_slot.eq(q_slot + 1), q_left.eq(q_left - 1)]
+
+        with m.FSM(name="ex_fsm"):
+            with m.State("IDLE"):
+                m.d.comb += ex_idle.eq(1)
+                with m.If(ex_start):
+                    m.d.sync += [
+                        req_type.eq(rx_buf[0]), req_seq.eq(rx_buf[1]),
+                        [pi.eq(rx_buf[2 + i]) for i, pi in enumerate(p)],
+                        raddr.eq(Cat(rx_buf[2], rx_buf[3], Const(0, 1))),
+                    ]
+                    with m.Switch(verdict):
+                        with m.Case(_V_UNKNOWN):
+                            m.d.sync += [resp_kind.eq(_R_NAK), nak_code.eq(NakCode.UNKNOWN_TYPE), body.eq(_B_NONE)]
+                            m.next = "LOAD"
+                        with m.Case(_V_BAD_LENGTH):
+                            m.d.sync += [resp_kind.eq(_R_NAK), nak_code.eq(NakCode.BAD_LENGTH), body.eq(_B_NONE)]
+                            m.next = "LOAD"
+                        with m.Case(_V_WRITE):
+                            m.next = "WRITE"
+                        with m.Case(_V_READ):
+                            m.next = "READ_START"
+                        if self.has_choice:
+                            with m.Case(_V_CHOICE):
+                                m.next = "CHOICE_START"
+
+            with m.State("WRITE"):
+                m.d.comb += self.bus.w_en.eq(1)
+                m.next = "WRITE_RESP"
+            with m.State("WRITE_RESP"):
+                m.d.sync += [resp_kind.eq(_R_ACK), body.eq(_B_NONE),
+                             status.eq(Status.OK)]
+                with m.If(self.bus.err):
+                    m.d.sync += status.eq(Status.BAD_ADDRESS)
+                m.next = "LOAD"
+
+            with m.State("READ_START"):
+                m.d.sync += [resp_kind.eq(_R_READ), rleft.eq(p[2]), widx.eq(0), err_acc.eq(0)]
+                with m.If((p[2] == 0) | (p[2] > MAX_READ_COUNT)):
+                    m.d.sync += [status.eq(Status.BAD_VALUE), body.eq(_B_NONE)]
+                    m.next = "LOAD"
+                with m.Else():
+                    m.next = "READ"
+            with m.State("READ"):
+                issue = Signal()
+                m.d.comb += [issue.eq(rleft != 0), self.bus.r_en.eq(issue)]
+                m.d.sync += [pend.eq(issue), pend_idx.eq(widx), pend_oob.eq(raddr[16])]
+                with m.If(issue):
+                    m.d.sync += [raddr.eq(raddr + 1), rleft.eq(rleft - 1), widx.eq(widx + 1)]
+                with m.Elif(~pend):
+                    m.d.sync += [status.eq(Status.OK), body.eq(_B_WORDS)]
+                    with m.If(err_acc):
+                        m.d.sync += [status.eq(Status.BAD_ADDRESS), body.eq(_B_NONE)]
+                    m.next = "LOAD"
+
+            if self.has_choice:
+                with m.State("CHOICE_START"):
+                    with m.If((p[6] == 0) | (p[6] > MAX_CHOICE_COUNT)):
+                        m.d.sync += [resp_kind.eq(_R_NAK), nak_code.eq(NakCode.BAD_LENGTH), body.eq(_B_NONE)]
+                    with m.Else():
+                        m.d.sync += [resp_kind.eq(_R_CHOICE), body.eq(_B_ENTRIES),
+                                     q_slot.eq(Cat(*p[0:6])), q_left.eq(p[6])]
+                    m.next = "LOAD"
+
+            with m.State("LOAD"):
+                st8 = Cat(status, Const(0, 6))
+                code8 = Cat(nak_code, Const(0, 6))
+                with m.Switch(resp_kind):
+                    with m.Case(_R_NAK):
+                        m.d.sync += [hdr.eq(Cat(Const(MsgType.NAK, 8), dev_seq, req_seq, code8, req_type)),
+                                     hdr_left.eq(5)]
+                    with m.Case(_R_ACK):
+                        m.d.sync += [hdr.eq(Cat(Const(MsgType.WRITE_ACK, 8), dev_seq, req_seq, p[0], p[1], st8)),
+                                     hdr_left.eq(6)]
+                    with m.Case(_R_READ):
+                        m.d.sync += [hdr.eq(Cat(Const(MsgType.READ_DATA, 8), dev_seq, req_seq, p[0], p[1], p[2], st8)),
+                                     hdr_left.eq(7)]
+                    with m.Case(_R_CHOICE):
+                        m.d.sync += [hdr.eq(Cat(Const(MsgType.CHOICE_DATA, 8), dev_seq, req_seq, *p)),
+                                     hdr_left.eq(10)]
+                m.d.sync += [body_left.eq(p[6]), rd_idx.eq(0)]
+                with m.If(resp_kind == _R_READ):
+                    m.d.sync += body_left.eq(p[2])
+                m.next = "HDR"
+
+            with m.State("HDR"):
+                m.d.comb += [s_valid.eq(1), s_data.eq(hdr[:8]),
+                             s_last.eq((hdr_left == 1) & (body == _B_NONE))]
+                with m.If(s_ready):
+                    m.d.sync += [hdr.eq(hdr >> 8), hdr_left.eq(hdr_left - 1)]
+                    with m.If(hdr_left == 1):
+                        with m.Switch(body):
+                            with m.Case(_B_NONE):
+                                m.next = "WAIT_DONE"
+                            with m.Case(_B_WORDS):
+                                # rd_idx has been 0 since LOAD: rmem_r.data = word 0
+                                m.d.sync += [word.eq(rmem_r.data), rd_idx.eq(1), byte_idx.eq(0)]
+                                m.next = "WORDS"
+                            if self.has_choice:
+                                with m.Case(_B_ENTRIES):
+                                    m.next = "ENTRIES"
+
+            with m.State("WORDS"):
+                m.d.comb += [s_valid.eq(1), s_data.eq(word[:8]),
+                             s_last.eq((byte_idx == 3) & (body_left == 1))]
+                with m.If(s_ready):
+                    m.d.sync += [word.eq(word >> 8), byte_idx.eq(byte_idx + 1)]
+                    with m.If(byte_idx == 3):
+                        # rd_idx changed >= 4 cycles ago: rmem_r.data = word rd_idx
+                        m.d.sync += [word.eq(rmem_r.data), rd_idx.eq(rd_idx + 1),
+                                     body_left.eq(body_left - 1)]
+                        with m.If(body_left == 1):
+                            m.next = "WAIT_DONE"
+
+            if self.has_choice:
+                with m.State("ENTRIES"):
+                    ans = self.choice_answer.payload
+                    m.d.comb += [s_valid.eq(self.choice_answer.valid),
+                                 s_data.eq(Cat(ans.symbol, ans.status, Const(0, 2))),
+                                 s_last.eq(body_left == 1),
+                                 self.choice_answer.ready.eq(s_ready)]
+                    with m.If(self.choice_answer.valid & s_ready):
+                        m.d.sync += body_left.eq(body_left - 1)
+                        with m.If(body_left == 1):
+                            m.next = "WAIT_DONE"
+
+            with m.State("WAIT_DONE"):
+                with m.If(frame_done):
+                    m.next = "IDLE"
+
+        # pipeline register between the content source and the framer
+        m.d.comb += s_ready.eq(~c_valid | c_take)
+        with m.If(s_valid & s_ready):
+            m.d.sync += [c_valid.eq(1), c_data.eq(s_data), c_last.eq(s_last)]
+        with m.Elif(c_take):
+            m.d.sync += c_valid.eq(0)
+
+        # ------------------------------------------------------------------ framer
+        advance = Signal()
+        esc_byte = Signal(8)
+        esc_ret = Signal(2)                 # where ESC returns to
+        _RET_DATA, _RET_CRC_HI, _RET_CRC_LO, _RET_CLOSE = range(4)
+        m.d.comb += [
+            advance.eq(~self.tx.valid | self.tx.ready),
+            tx_crc.data.eq(c_data),
+        ]
+
+        def emit(byte):
+            return [self.tx.valid.eq(1), self.tx.payload.eq(byte)]
+
+        def emit_stuffed(byte, ret, next_state):
+            with m.If(_special(byte)):
+                m.d.sync += emit(ESC)
+                m.d.sync += [esc_byte.eq(byte ^ ESC_XOR), esc_ret.eq(ret)]
+                m.next = "ESC"
+            with m.Else():
+                m.d.sync += emit(byte)
+                m.next = next_state
+
+        with m.FSM(name="tx_fsm"):
+            with m.State("IDLE"):
+                m.d.comb += tx_crc.start.eq(1)
+                with m.If(advance):
+                    m.d.sync += self.tx.valid.eq(0)
+                    with m.If(c_valid):
+                        m.d.sync += emit(FLAG)
+                        m.next = "DATA"
+            with m.State("DATA"):
+                with m.If(advance):
+                    m.d.sync += self.tx.valid.eq(0)
+                    with m.If(c_valid):
+                        m.d.comb += [c_take.eq(1), tx_crc.valid.eq(1)]
+                        with m.If(c_last):
+                            emit_stuffed(c_data, _RET_CRC_HI, "CRC_HI")
+                        with m.Else():
+                            emit_stuffed(c_data, _RET_DATA, "DATA")
+            with m.State("ESC"):
+                with m.If(advance):
+                    m.d.sync += emit(esc_byte)
+                    with m.Switch(esc_ret):
+                        with m.Case(_RET_DATA):
+                            m.next = "DATA"
+                        with m.Case(_RET_CRC_HI):
+                            m.next = "CRC_HI"
+                        with m.Case(_RET_CRC_LO):
+                            m.next = "CRC_LO"
+                        with m.Case(_RET_CLOSE):
+                            m.next = "CLOSE"
+            with m.State("CRC_HI"):
+                with m.If(advance):
+                    emit_stuffed(tx_crc.crc[8:16], _RET_CRC_LO, "CRC_LO")
+            with m.State("CRC_LO"):
+                with m.If(advance):
+                    emit_stuffed(tx_crc.crc[0:8], _RET_CLOSE, "CLOSE")
+            with m.State("CLOSE"):
+                with m.If(advance):
+                    m.d.sync += emit(FLAG)
+                    m.d.comb += frame_done.eq(1)
+                    m.next = "IDLE"
+
+        with m.If(frame_done):
+            m.d.sync += [bump(self.tx_frames), dev_seq.eq(dev_seq + 1)]
+
+        return m
