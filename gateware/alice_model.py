@@ -24,7 +24,7 @@ __all__ = ["AliceSettings", "AliceEmission", "alice_model", "SNAPSHOT_FIELDS"]
 # Snapshot values, in the order of their registers, that the model predicts.
 SNAPSHOT_FIELDS = ("SNAP_SLOT", "SNAP_SENT_SIGNAL_Z", "SNAP_SENT_SIGNAL_X", "SNAP_SENT_DECOY_Z",
                    "SNAP_SENT_DECOY_X", "SNAP_SENT_VACUUM_Z", "SNAP_SENT_VACUUM_X", "SNAP_BLANK",
-                   "SNAP_UNDERRUN", "SNAP_RCT_FAILS", "SNAP_APT_FAILS", "SNAP_DIGEST_SYMBOLS",
+                   "SNAP_UNDERRUN", "SNAP_CHOICE_LOST", "SNAP_RCT_FAILS", "SNAP_APT_FAILS", "SNAP_DIGEST_SYMBOLS",
                    "SNAP_DIGEST_PINS")
 
 
@@ -100,6 +100,7 @@ def alice_model(params: AliceParams, settings: AliceSettings, bursts: list[int])
         for b, bname in enumerate("ZX"):
             per_clock[f"SNAP_SENT_{iname}_{bname}"] = ((intensity == i) & (basis == b)).sum(axis=1)
     per_clock["SNAP_UNDERRUN"] = ent["underrun"].astype(np.int64) * P
+    per_clock["SNAP_CHOICE_LOST"] = np.zeros(n, np.int64)  # no choice queries during the bursts
     per_clock["SNAP_RCT_FAILS"] = ent["rct_fire"].sum(axis=1)
     per_clock["SNAP_APT_FAILS"] = ent["apt_fire"].sum(axis=1)
 

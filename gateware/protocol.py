@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
-from .regmap import ACCESS_RO, ACCESS_RW, ACCESS_STROBE, RegisterMap
+from .regmap import ACCESS_RO, ACCESS_RW, RegisterMap
 
 __all__ = [
     "FLAG", "ESC", "ESC_XOR", "MAX_PAYLOAD", "RX_MAX_PAYLOAD", "MsgType", "Status", "NakCode",

@@ -25,7 +25,7 @@ Structure (one byte per clock on both streams, every stage registered):
 
 Counters: 32-bit, wrapping. Device SEQ: 8-bit, starts at 0, +1 per frame sent.
 """
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import crc, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -106,7 +106,7 @@ class HostLink(wiring.Component):
         ex_start = Signal()
 
         m.d.comb += [
-            rx_content.eq(rx_byte ^ Cat(Const(0, 5), rx_esc)),   # bit 5 flipped after an escape
+            rx_content.eq(rx_byte ^ Mux(rx_esc, ESC_XOR, 0)),
             rx_crc.data.eq(rx_content),
             rx_crc.valid.eq(rx_take),
             rx_crc.start.eq(rx_len == 0),

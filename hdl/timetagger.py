@@ -19,14 +19,17 @@ Every register input is taken together with the sample word of the same clock, s
 accepts per-clock register values. All outputs are registered, ``LATENCY`` clocks after the
 input word; ``lane`` and ``fine`` are 0 when ``live`` is 0.
 
-Gateware: stage 1 is a barrel shifter over the last ``ceil(max_delay / S)`` raw words and the
-edge detector; stage 2 keeps, per channel, a 16-bit down-counter ``rem`` of the remaining
-dead samples from the start of the clock (``rem >= S``: the whole clock is dead, ``rem -= S``;
-otherwise the live point is ``rem``), a log-depth priority encoder over the edges at or after
-the live point, and reloads ``rem`` from ``dead_eff - S + i`` (precomputed for every ``i``).
+Gateware, three registered stages (``LATENCY = 3``): (1) a barrel shifter over the last
+``ceil(max_delay / S)`` raw words and the edge detector; (2) for every possible live point
+``L`` in [0, S), the first edge at or after ``L`` (priority encoders over the edge mask) and
+the counter value ``dead_eff - S + i`` that this edge ``i`` would load, and the edge count;
+(3) per channel a 16-bit down-counter ``rem`` of the remaining dead samples from the start of
+the clock, with a registered flag ``rem >= S`` (the whole clock is dead: ``rem -= S``);
+otherwise the live point is ``rem`` and ``rem`` loads the stage-2 value for that point (0 if
+there is no edge). The dead-time loop is one ``S:1`` multiplexer and a ``2:1`` one deep.
 """
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, exact_log2
@@ -48,6 +51,23 @@ def _max_delay(S: int, max_delay_samples) -> int:
         raise ValueError(f"max_delay_samples must be a non-negative integer, "
                          f"not {max_delay_samples!r}")
     return int(max_delay_samples)
+
+
+def _select(items, sel):
+    """``items[sel]`` for a list of values (or the bits of a value); a plain S:1 mux."""
+    items = list(items)
+    if len(items) == 1:
+        return items[0]
+    return Array(items)[sel]
+
+
+def _or(values):
+    """OR of an iterable of values."""
+    values = list(values)
+    out = values[0]
+    for v in values[1:]:
+        out = out | v
+    return out
 
 
 def _popcount(v):
@@ -93,7 +113,7 @@ class TimeTagger(wiring.Component):
         Rising edges this clock (after the delay); those of them that are not live.
     """
 
-    LATENCY = 2
+    LATENCY = 3
 
     def __init__(self, samples_per_clock: int, slots_per_clock: int, channels: int,
                  max_delay_samples=None):
@@ -127,18 +147,21 @@ class TimeTagger(wiring.Component):
         log_s, log_k = exact_log2(S), exact_log2(K)
         words = -(-D // S)                      # raw history words the delay can reach back
 
-        # ---- stage 1, shared: register-derived per-sample tables for stage 2
-        # in_gate[i]: fine time i % K is inside the gate window
-        in_gate = Signal(S)
+        # ---- shared register pipeline: each value travels with its clock's sample word
+        # in_gate[i]: fine time i % K is inside the gate window (registered twice)
+        in_gate1, in_gate = Signal(S), Signal(S)
         end = self.gate_offset + self.gate_width
-        m.d.sync += in_gate.eq(Cat((self.gate_offset <= i % K) & (i % K < end)
-                                   for i in range(S)))
-        # reload[i] = dead_eff - S + i: remaining dead samples at the next clock's start after
-        # a live edge at in-clock sample i
+        m.d.sync += [in_gate1.eq(Cat((self.gate_offset <= i % K) & (i % K < end)
+                                     for i in range(S))),
+                     in_gate.eq(in_gate1)]
+        # stage 1: reload[i] = dead_eff - S + i, the remaining dead samples at the start of the
+        # next clock after a live edge at in-clock sample i; reload_blk[i] = reload[i] >= S
         reload = [Signal(DEAD_BITS, name=f"reload{i}") for i in range(S)]
+        reload_blk = Signal(S)
+        dead = self.dead_samples
         for i in range(S):
-            m.d.sync += reload[i].eq(Mux(self.dead_samples > S,
-                                         self.dead_samples - S + i, i))
+            m.d.sync += [reload[i].eq(Mux(dead[log_s:].any(), dead + (i - S), i)),  # dead>=S
+                         reload_blk[i].eq(dead >= 2 * S - i)]
 
         for c in range(self.channels):
             # ---- stage 1: fine delay and rising edges
@@ -148,44 +171,55 @@ class TimeTagger(wiring.Component):
             d = Signal(range(D + 1), name=f"d{c}")
             raw = self.delay[c]
             m.d.comb += d.eq(Mux(raw > D, D, raw) if (1 << len(raw)) - 1 > D else raw)
-            offset = Signal(range(words * S + 1), name=f"offset{c}")
-            m.d.comb += offset.eq(words * S - d)
             x = Signal(S, name=f"x{c}")                          # delayed word
-            m.d.comb += x.eq(window.bit_select(offset, S))
+            m.d.comb += x.eq((window << d)[words * S:words * S + S])   # log shifter
             last = Signal(name=f"last{c}")                      # previous delayed sample
             m.d.sync += last.eq(x[S - 1])
             edges = Signal(S, name=f"edges{c}")
             m.d.sync += edges.eq(x & ~Cat(last, x[:S - 1]))
 
-            # ---- stage 2: dead time, slot and fine time, gate
-            rem = Signal(DEAD_BITS, name=f"rem{c}")              # remaining dead samples
-            blocked = Signal(name=f"blocked{c}")                # rem >= S: whole clock dead
-            m.d.comb += blocked.eq(rem[log_s:].any())
-            cand = Signal(S, name=f"cand{c}")                   # edges at/after live point
-            m.d.comb += cand.eq(edges & Cat(i >= rem[:log_s] for i in range(S))
-                                & ~blocked.replicate(S))
-            first = Signal(S, name=f"first{c}")                 # one-hot lowest candidate
-            m.d.comb += first.eq(Cat(cand[i] & ~cand[:i].any() for i in range(S)))
+            # ---- stage 2: for every possible live point L, the first edge at or after L
+            # (one-hot, from priority encoders over the edge mask) and the dead-time counter
+            # it would load
+            has = Signal(S, name=f"has{c}")                    # has[L]: an edge at >= L
+            first = [Signal(max(1, log_s), name=f"first{c}_{L}") for L in range(S)]
+            nxt = [Signal(DEAD_BITS, name=f"nxt{c}_{L}") for L in range(S)]
+            nxt_blk = Signal(S, name=f"nxt_blk{c}")
+            n_edges = Signal(range(S + 1), name=f"n_edges{c}")
+            m.d.sync += [has.eq(Cat(edges[L:].any() for L in range(S))),
+                         n_edges.eq(_popcount(edges))]
+            for L in range(S):
+                onehot = {i: edges[i] & ~edges[L:i].any() for i in range(L, S)}
+                m.d.sync += [
+                    first[L].eq(Cat(Cat(h for i, h in onehot.items() if i >> b & 1).any()
+                                    for b in range(log_s))),
+                    nxt[L].eq(_or(h.replicate(DEAD_BITS) & reload[i]
+                                  for i, h in onehot.items())),
+                    nxt_blk[L].eq(_or(h & reload_blk[i] for i, h in onehot.items())),
+                ]
+
+            # ---- stage 3: dead time. rem counts the remaining dead samples from the start
+            # of the clock; blk = rem >= S (the whole clock is dead), else the live point is
+            # rem. The loop is one S:1 multiplexer and a 2:1 one.
+            rem = Signal(DEAD_BITS, name=f"rem{c}")
+            blk = Signal(name=f"blk{c}")
+            point = rem[:log_s]
             live = Signal(name=f"live{c}")
-            m.d.comb += live.eq(cand.any())
-            idx = Signal(max(1, log_s), name=f"idx{c}")          # sample of the live edge
-            m.d.comb += idx.eq(Cat(Cat(first[i] for i in range(S) if i >> b & 1).any()
-                                   for b in range(log_s)))
-            nxt = 0
-            for i in range(S):
-                nxt = nxt | (reload[i] & first[i].replicate(DEAD_BITS))
-            with m.If(blocked):
-                m.d.sync += rem.eq(rem - S)
-            with m.Else():
-                m.d.sync += rem.eq(nxt)                         # 0 if there is no live edge
-            hit = (first & in_gate).any()
-            n_edges = _popcount(edges)
+            idx = Signal(max(1, log_s), name=f"idx{c}")         # sample of the live edge
+            m.d.comb += [live.eq(~blk & _select(has, point)),
+                         idx.eq(_select(first, point))]
+            with m.If(blk):
+                m.d.sync += [rem.eq(rem - S), blk.eq(rem[log_s + 1:].any())]   # rem >= 2S
+            with m.Else():                                      # 0 if no edge at >= point
+                m.d.sync += [rem.eq(_select(nxt, point)), blk.eq(_select(nxt_blk, point))]
+            fine_pos = Mux(live, idx, 0)
+            hit = live & _select(in_gate, idx)
             m.d.sync += [
                 self.live[c].eq(live),
                 self.click[c].eq(hit),
                 self.out_of_gate[c].eq(live & ~hit),
-                self.lane[c].eq(idx[log_k:log_s]),
-                self.fine[c].eq(idx[:log_k]),
+                self.lane[c].eq(fine_pos[log_k:log_s]),
+                self.fine[c].eq(fine_pos[:log_k]),
                 self.edges[c].eq(n_edges),
                 self.suppressed[c].eq(n_edges - live),
             ]

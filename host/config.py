@@ -253,3 +253,11 @@ def field_table() -> list[tuple[str, str, Any, str, str]]:
             m = f.metadata
             rows.append((f"{sname}.{f.name}", _range_text(m), f.default, m["unit"], m["doc"]))
     return rows
+
+
+def config_markdown() -> str:
+    """docs/config.md's field table (generated; a test keeps the page current)."""
+    lines = ["| field | default | allowed | unit | meaning |", "|---|---|---|---|---|"]
+    for name, allowed, default, unit, doc in field_table():
+        lines.append(f"| `{name}` | `{default!r}` | {allowed} | {unit} | {doc} |")
+    return "\n".join(lines) + "\n"

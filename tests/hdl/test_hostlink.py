@@ -4,6 +4,7 @@ import random
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
+from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from qkdlink.gateware import protocol as P
@@ -153,6 +154,12 @@ def run_link(data: bytes, *, regmap=R, choice=None, seed=0, tx_ready_p=1.0, rx_v
         assert result["rw"] == model.rw
         assert result["strobes"] == model.strobes
     return out, result, model
+
+
+@pytest.mark.parametrize("choice", [False, True])
+def test_converts(choice):
+    text = rtlil.convert(HostLink(choice_query=choice))
+    assert ("choice_answer" in text) == choice
 
 
 def answers(out: bytes):
@@ -366,14 +373,14 @@ def test_choice_query(tx_ready_p, ans_ready_p, delay):
     assert msgs[7].values[0] == 8 and res["counters"]["rx_bad_length"] == 0
 
 
-@pytest.mark.parametrize("seed", [21, 22])
+@pytest.mark.parametrize("seed", [21, 22, 23])
 def test_random_stream(seed):
     """Random requests, corruptions and garbage, random back-pressure everywhere."""
     rng = random.Random(seed)
     choice = ChoiceTable(seed=seed, slots=range(0, 400))
     h = Host(seq=rng.getrandbits(8))
     addrs = [r.addr for r in R] + [0x13, 0x30, 0xFFFF]
-    for _ in range(45):
+    for _ in range(150):
         k = rng.random()
         if k < 0.25:
             h.write(rng.choice(addrs), rng.choice((rng.getrandbits(32), 0x7E7E7D7D)))
@@ -392,7 +399,8 @@ def test_random_stream(seed):
             f[i] = rng.getrandbits(8)           # corrupt one byte (may become a flag or escape)
             h.raw(f)
         else:
-            h.raw(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 30))))
+            h.raw(bytes(rng.choice((FLAG, 0x7D, 0x00, 0x5E, rng.getrandbits(8)))
+                        for _ in range(rng.randint(1, 30))))
         if rng.random() < 0.1:
             h.seq = rng.getrandbits(8)
     h.read(R["RX_FRAMES"].addr, 9)

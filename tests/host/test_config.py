@@ -79,3 +79,10 @@ def test_round_trip_through_yaml(tmp_path):
     f = tmp_path / "dump.yaml"
     f.write_text(yaml.safe_dump(cfg.to_dict()))
     assert load_link_config(f) == cfg
+
+
+def test_docs_table_is_current():
+    from pathlib import Path
+    from qkdlink.host.config import config_markdown
+    page = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    assert config_markdown() in page.read_text(), "regenerate the table in docs/config.md"
