@@ -14,10 +14,18 @@ __all__ = ["LINT_WAIVERS", "export_verilog", "endpoint_verilog"]
 
 LINT_WAIVERS = {
     "UNUSEDSIGNAL": "Yosys keeps intermediate wires and carry-out bits that nothing reads "
-                    "(e.g. the top bit of a counter's adder, unused fields of an entropy word).",
+                    "(e.g. the top bit of a counter's adder, unused bits of an entropy word).",
     "PROCASSINIT": "Amaranth gives every register an initial value in its declaration and also "
-                   "assigns it in the reset branch of the always block; both agree by construction.",
-    "UNUSEDPARAM": "Yosys emits localparams for memory geometry that the flattened logic does not use.",
+                   "assigns it in the reset branch of its always block; both agree by construction.",
+    "WIDTHEXPAND": "Yosys writes comparisons and shifts with operands of their natural widths "
+                   "(e.g. a 10-bit counter == a 16-bit register); Verilog's context-determined "
+                   "sizing zero-extends them exactly as Amaranth's semantics require.",
+    "WIDTHTRUNC": "Yosys writes a reduction 'x == 0' as the logical '!x' on a multi-bit x, which "
+                  "Verilator reports as truncation; '!x' is exactly the intended 1-bit result.",
+    "CASEINCOMPLETE": "Yosys emits address decoders as casez without a default item after a default "
+                      "assignment at the top of the same always block, so uncovered values keep that "
+                      "assignment: no latch and no X.",
+    "DECLFILENAME": "Amaranth writes the whole hierarchy (alice, alice.choices, ...) into one file.",
 }
 
 

@@ -59,7 +59,8 @@ def test_gateware_equals_model_over_a_million_slots(S, P, depth, settings):
     assert report["choice_answers_checked"] >= 206
     # the host link saw no errors during the whole run
     rx_frames, *errors, tx_frames = report["link_counters"]
-    assert errors[:-1] == [0] * 6 and rx_frames == tx_frames
+    assert errors == [0] * 7
+    assert rx_frames == tx_frames + 1  # the counter read itself is not answered yet
 
     # Realised frequencies match the programmed (quantised) probabilities: chi-square.
     counts = np.array([[final[f"SNAP_SENT_{i}_{b}"] for b in "ZX"] for i in ("SIGNAL", "DECOY", "VACUUM")])
