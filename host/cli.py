@@ -116,8 +116,8 @@ def cmd_config(args) -> int:
 
 def cmd_regmap(args) -> int:
     """Print a register map."""
-    from ..gateware.regmap import ALICE_REGISTERS
-    maps = {"alice": ALICE_REGISTERS}
+    from ..gateware.regmap import ALICE_REGISTERS, BOB_REGISTERS
+    maps = {"alice": ALICE_REGISTERS, "bob": BOB_REGISTERS}
     print(maps[args.role].to_markdown(), end="")
     return 0
 
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_config)
 
     r = sub.add_parser("regmap", help="print a register map as Markdown", description=cmd_regmap.__doc__)
-    r.add_argument("--role", choices=("alice",), default="alice")
+    r.add_argument("--role", choices=("alice", "bob"), default="alice")
     r.set_defaults(func=cmd_regmap)
     return p
 

@@ -36,3 +36,8 @@ def test_lookup_errors_name_the_register():
     with pytest.raises(KeyError, match="NOPE"):
         ALICE_REGISTERS["NOPE"]
     assert ALICE_REGISTERS.at(0xFFFF) is None
+
+
+def test_bob_docs_match_the_code():
+    from qkdlink.gateware.regmap import BOB_REGISTERS
+    assert BOB_REGISTERS.to_markdown() in DOCS.read_text()
