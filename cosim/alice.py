@@ -18,7 +18,7 @@ from ..gateware.alice import Alice, AliceParams
 from ..gateware.alice_model import AliceSettings, alice_model, SNAPSHOT_FIELDS
 from ..gateware.regmap import ID_ALICE, REGMAP_VERSION
 from ..hdl.choice_memory import STATUS_OK, STATUS_LOST, STATUS_FUTURE
-from .toolchain import build, run_cocotb, PUBLIC as PUB
+from .toolchain import build, run_cocotb, link_pump_sv, PUBLIC as PUB
 from .progress import ProgressBar
 
 __all__ = ["alice_verilog", "alice_top_sv", "build_alice", "run_alice_cosim", "TOPLEVEL"]
@@ -37,19 +37,22 @@ def alice_top_sv(params: AliceParams) -> str:
     S, P = params.samples_per_clock, params.slots_per_clock
     q = 32 * P
     return f"""`timescale 1ns/1ps
-// Co-simulation top for Alice: the clock toggles inside the simulator (2 ns period).
-// Ports and clock are marked public for cocotb's VPI access (the build does not use
-// --public-flat-rw, which would expose and slow down every internal signal).
+// Co-simulation top for Alice: the clock toggles inside the simulator (2 ns period) and the
+// host link goes through a link_pump (cosim/sv/link_pump.sv), so Python never steps the
+// clock itself. Ports and clock are marked public for cocotb's VPI access (the build does
+// not use --public-flat-rw, which would expose and slow down every internal signal).
 module {TOPLEVEL}(
   input  logic rst {PUB},
-  input  logic [7:0] rx_payload {PUB}, input logic rx_valid {PUB}, output logic rx_ready {PUB},
-  output logic [7:0] tx_payload {PUB}, output logic tx_valid {PUB}, input logic tx_ready {PUB},
   input  logic [{q - 1}:0] qrng_payload {PUB}, input logic qrng_valid {PUB}, output logic qrng_ready {PUB},
   output logic [{4 * S - 1}:0] laser {PUB}, output logic [{S - 1}:0] sync {PUB},
   output logic [{2 * P - 1}:0] im_code {PUB}
 );
   logic clk {PUB} = 1'b0;
   always #1 clk = ~clk;
+  logic [7:0] rx_payload, tx_payload;
+  logic rx_valid, rx_ready, tx_valid, tx_ready;
+  link_pump pump(.clk(clk), .rx_payload(rx_payload), .rx_valid(rx_valid), .rx_ready(rx_ready),
+                 .tx_payload(tx_payload), .tx_valid(tx_valid), .tx_ready(tx_ready));
   alice dut(
     .clk(clk), .rst(rst),
     .rx__payload(rx_payload), .rx__valid(rx_valid), .rx__ready(rx_ready),
@@ -63,7 +66,8 @@ endmodule
 
 def build_alice(params: AliceParams, *, waves: bool = False) -> Path:
     """Verilate the Alice top for cocotb (cached by design hash)."""
-    sources = {"alice.v": alice_verilog(params), f"{TOPLEVEL}.sv": alice_top_sv(params)}
+    sources = {"alice.v": alice_verilog(params), "link_pump.sv": link_pump_sv(),
+               f"{TOPLEVEL}.sv": alice_top_sv(params)}
     tag = f"alice-s{params.samples_per_clock}p{params.slots_per_clock}"
     return build(tag, sources, TOPLEVEL, waves=waves)
 

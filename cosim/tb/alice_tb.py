@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import cocotb
 from cocotb.triggers import ClockCycles, Timer
@@ -24,11 +25,11 @@ CLOCK_PERIOD_NS = 2  # the SV top toggles clk every 1 ns
 
 @cocotb.test()
 async def alice_bursts(dut):
-    spec = json.loads(open(os.environ["QKDLINK_TB_SPEC"]).read())
+    spec = json.loads(Path(os.environ["QKDLINK_TB_SPEC"]).read_text())
     bursts, P = spec["bursts"], spec["params"]["slots_per_clock"]
     progress_path = os.environ.get("QKDLINK_TB_PROGRESS")
     clk = dut.clk
-    link = HostLinkDriver(dut, clk)
+    link = HostLinkDriver(dut.pump, clock_period_ns=CLOCK_PERIOD_NS)
     dut.qrng_valid.value = 0
     dut.qrng_payload.value = 0
     dut.rst.value = 1

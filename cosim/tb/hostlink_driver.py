@@ -1,15 +1,17 @@
-"""cocotb driver for the framed host link (docs/hostlink.md) of a gateware top.
+"""cocotb driver for the framed host link (docs/hostlink.md) through an SV ``link_pump``.
 
-The top exposes the link as two byte streams: ``rx_payload/rx_valid/rx_ready`` into the
-gateware and ``tx_payload/tx_valid/tx_ready`` out of it. The driver wakes once per clock only
-while a transaction is on the wire (tens to hundreds of cycles); the long emission runs in
-between advance the simulator with one ``Timer``.
+The test top instantiates ``cosim/sv/link_pump.sv`` between the device's rx/tx byte streams
+and the testbench: requests are written into the pump's input ring through VPI, answers
+and unsolicited frames (Bob's DETECTIONS) are read from its capture ring. Python never
+steps the clock per byte; it sleeps in ``Timer`` steps of ``poll_cycles`` while waiting.
 """
 from __future__ import annotations
 
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import Timer
 
 from qkdlink.gateware import protocol as proto
+
+UNSOLICITED = {proto.MsgType.DETECTIONS} if hasattr(proto.MsgType, "DETECTIONS") else set()
 
 
 class LinkTimeout(AssertionError):
@@ -17,56 +19,81 @@ class LinkTimeout(AssertionError):
 
 
 class HostLinkDriver:
-    """Request/response access to a gateware endpoint over its host-link byte streams."""
+    """Request/response access to one gateware endpoint through its link pump."""
 
-    def __init__(self, dut, clk, *, timeout_cycles: int = 20000):
-        self.dut = dut
-        self.clk = clk
+    def __init__(self, pump, *, clock_period_ns: int, depth: int = 65536,
+                 timeout_cycles: int = 200_000, poll_cycles: int = 64):
+        self.pump = pump
+        self.period = clock_period_ns
+        self.depth = depth
         self.timeout_cycles = timeout_cycles
+        self.poll_cycles = poll_cycles
         self.decoder = proto.FrameDecoder()
         self.seq = 0
-        dut.rx_valid.value = 0
-        dut.rx_payload.value = 0
-        dut.tx_ready.value = 1
+        self.sent = 0           # bytes queued into the input ring
+        self.taken = 0          # bytes taken from the capture ring
+        self.unsolicited: list = []   # frames the device sent on its own (e.g. DETECTIONS)
+        self._answers: list = []
 
-    async def exchange(self, raw: bytes, n_frames: int = 1) -> list:
-        """Send ``raw`` bytes and collect ``n_frames`` decoded frames from the gateware."""
-        dut = self.dut
-        frames: list = []
-        i = 0
-        for _ in range(self.timeout_cycles + 4 * len(raw)):
-            await FallingEdge(self.clk)
-            if i < len(raw):
-                dut.rx_payload.value = raw[i]
-                dut.rx_valid.value = 1
+    def send(self, raw: bytes) -> None:
+        """Queue bytes for the device (no clock is stepped)."""
+        consumed = int(self.pump.in_count.value)
+        if self.sent + len(raw) - consumed > self.depth:
+            raise AssertionError("link pump input ring overrun: the device is not taking bytes")
+        mem = self.pump.in_mem
+        for i, b in enumerate(raw):
+            mem[(self.sent + i) % self.depth].value = b
+        self.sent += len(raw)
+        self.pump.in_len.value = self.sent
+
+    def collect(self) -> None:
+        """Decode whatever the device has sent since the last call."""
+        count = int(self.pump.out_count.value)
+        if count - self.taken > self.depth:
+            raise AssertionError(f"link pump capture ring overrun: {count - self.taken} bytes unread")
+        if count == self.taken:
+            return
+        mem = self.pump.out_mem
+        data = bytes(int(mem[i % self.depth].value) for i in range(self.taken, count))
+        self.taken = count
+        for frame in self.decoder.feed(data):
+            if frame.type in UNSOLICITED:
+                self.unsolicited.append(frame)
             else:
-                dut.rx_valid.value = 0
-            await ReadOnly()
-            rx_fire = i < len(raw) and int(dut.rx_ready.value)
-            tx_byte = int(dut.tx_payload.value) if int(dut.tx_valid.value) else None
-            await RisingEdge(self.clk)
-            if rx_fire:
-                i += 1
-            if tx_byte is not None:
-                frames.extend(self.decoder.feed(bytes([tx_byte])))
-            if i >= len(raw) and len(frames) >= n_frames:
-                await FallingEdge(self.clk)
-                dut.rx_valid.value = 0
-                return frames
-        raise LinkTimeout(f"no answer after {self.timeout_cycles} cycles ({len(frames)} of {n_frames} frames)")
+                self._answers.append(frame)
+
+    async def wait_answers(self, n: int) -> list:
+        """Sleep until ``n`` answer frames have arrived; return and forget them."""
+        waited = 0
+        while True:
+            self.collect()
+            if len(self._answers) >= n:
+                out, self._answers = self._answers[:n], self._answers[n:]
+                return out
+            if waited >= self.timeout_cycles:
+                raise LinkTimeout(f"{len(self._answers)} of {n} answers after {waited} cycles")
+            await Timer(self.poll_cycles * self.period, unit="ns")
+            waited += self.poll_cycles
+
+    async def settle(self, cycles: int) -> None:
+        """Let the device run ``cycles`` clocks, then collect what it sent."""
+        await Timer(cycles * self.period, unit="ns")
+        self.collect()
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFF
         return self.seq
 
-    async def request(self, msg_type: int, payload: bytes):
-        """Send one request frame and return its parsed answer."""
+    async def request(self, msg_type: int, payload: bytes, answers: int = 1):
+        """Send one request frame; return its parsed answer (or list of ``answers`` answers)."""
         seq = self._next_seq()
-        frames = await self.exchange(proto.encode_frame(msg_type, seq, payload))
-        answer = proto.parse_response(frames[-1])
-        if answer.req_seq != seq:
-            raise AssertionError(f"answer to seq {answer.req_seq}, expected {seq}")
-        return answer
+        self.send(proto.encode_frame(msg_type, seq, payload))
+        frames = await self.wait_answers(answers)
+        parsed = [proto.parse_response(f) for f in frames]
+        for a in parsed:
+            if a.req_seq != seq:
+                raise AssertionError(f"answer {a} to seq {a.req_seq}, expected {seq}")
+        return parsed[0] if answers == 1 else parsed
 
     async def write(self, addr: int, value: int) -> None:
         ack = await self.request(proto.MsgType.REG_WRITE, proto.reg_write(addr, value))
