@@ -186,7 +186,8 @@ def _redirect(fh):
 
 
 def run_cocotb(build_dir: Path, toplevel: str, test_module: str, *, work_dir: Path,
-               env: dict[str, str] | None = None, waves: bool = False, quiet: bool = True) -> Path:
+               env: dict[str, str] | None = None, waves: bool = False, quiet: bool = True,
+               plusargs: list[str] | None = None) -> Path:
     """Run the cocotb ``test_module`` (an importable module name) on a cached build.
 
     Returns the results XML path; raises :class:`CosimError` if any cocotb test failed.
@@ -202,7 +203,7 @@ def run_cocotb(build_dir: Path, toplevel: str, test_module: str, *, work_dir: Pa
         with open(log, "w") as fh, (_redirect(fh) if quiet else _nullcontext()):
             results = runner.test(hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
                                   build_dir=Path(build_dir) / "build", test_dir=work_dir,
-                                  extra_env=dict(env or {}), waves=waves)
+                                  extra_env=dict(env or {}), waves=waves, plusargs=list(plusargs or []))
     except Exception as e:
         raise CosimError(f"cocotb run of {test_module} did not finish ({e}); log {log}:\n"
                          + (log.read_text()[-3000:] if log.exists() else "")) from None

@@ -222,11 +222,10 @@ _BOB_COUNTER48_DOCS = (
 ) + tuple(d for _, d in _SIFT_COUNTERS) + (
     "pending detections dropped without an answer", "sift answers with no pending detection")
 BOB_COUNTER32_NAMES = ("SNAP_LOCK_ACQUIRED", "SNAP_LOCK_LOST", "SNAP_SYNC_GOOD", "SNAP_SYNC_MISMATCH",
-                       "SNAP_DIGEST_RECORDS", "SNAP_DIGEST_KEY")
+                       "SNAP_DIGEST_RECORDS")
 _BOB_COUNTER32_DOCS = ("sync locks acquired", "sync locks lost", "sync markers that confirmed the lock",
                        "sync markers with another offset while locked",
-                       "CRC-32 of every detection record produced (before the FIFO)",
-                       "CRC-32 of every sifted key entry produced")
+                       "CRC-32 of every row of detection records produced (before the FIFO)")
 
 BOB_REGISTERS = RegisterMap("bob", _COMMON + (
     Register("CTRL", 0x0010, ACCESS_RW, 3, "control", fields=(
@@ -236,7 +235,7 @@ BOB_REGISTERS = RegisterMap("bob", _COMMON + (
     )),
     Register("CMD", 0x0011, ACCESS_STROBE, 6, "commands (write 1 to trigger)", fields=(
         Field("SNAPSHOT", 0, 1, "copy counters and digests into the SNAP_* registers"),
-        Field("CLEAR_COUNTERS", 1, 1, "zero the local slot counter, counters and digests"),
+        Field("CLEAR_COUNTERS", 1, 1, "zero the counters and the digest (the local slot counter keeps running)"),
         Field("CLEAR_HISTOGRAM", 2, 1, "zero the fine-time histograms"),
         Field("RELOCK", 3, 1, "drop the sync lock and acquire again"),
         Field("CLEAR_OVERFLOW", 4, 1, "clear the sticky record-FIFO overflow flag"),

@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = [
     "RECORD_BITS", "SLOT_BITS", "BASIS_BIT", "BIT_BIT", "FINE_SHIFT", "FINE_BITS", "MULTI_BIT",
-    "GAP_BIT", "pack_record", "unpack_record", "pack_records", "unpack_records",
+    "GAP_BIT", "pack_record", "pack_record_value", "unpack_record", "pack_records", "unpack_records",
     "RecordFifo", "RecordFifoModel",
 ]
 
@@ -53,6 +53,12 @@ def pack_record(slot, basis, bit, fine, multi=0, gap=0) -> int:
             raise ValueError(f"record field {name} = {value!r} outside [0, {1 << width})")
     return ((int(slot) & _SLOT_MASK) | (int(basis) << BASIS_BIT) | (int(bit) << BIT_BIT)
             | (int(fine) << FINE_SHIFT) | (int(multi) << MULTI_BIT) | (int(gap) << GAP_BIT))
+
+
+def pack_record_value(slot, basis, bit, fine, multi, gap=0):
+    """The gateware twin of :func:`pack_record`: a 64-bit Amaranth value from signals."""
+    from amaranth.hdl import Cat, Const
+    return Cat(slot[:SLOT_BITS], basis, bit, fine[:FINE_BITS], multi, gap, Const(0, RECORD_BITS - GAP_BIT - 1))
 
 
 def unpack_record(record: int) -> dict:

@@ -1,0 +1,249 @@
+"""Bob: the decoy-state BB84 receiver endpoint, composed from the ``hdl/`` blocks.
+
+Per clock (see docs/receiver.md):
+
+* input stage: four detector words and the sync word (S samples each) enter the time tagger
+  and the sync sampler while ``CTRL.RUN`` is set (``running`` output);
+* tag stage, ``TimeTagger.LATENCY`` clocks later (a *running clock* of Bob): clicks ->
+  detections per slot (squashing randomness from a seeded xoroshiro128++ lane); sync bits ->
+  sync receiver (lock, offset); fine-time histograms; counters;
+* each detection while locked becomes a 64-bit record with Alice's slot index; one row of up
+  to P records per clock enters the record FIFO, whose output feeds DETECTIONS frames on the
+  host link. Sifting answers come back over the same link (SIFT_APPLY) and leave as key.
+"""
+from __future__ import annotations
+
+from amaranth import Module, Signal, Cat, Mux
+from amaranth.lib import wiring, stream, data, crc
+from amaranth.lib.wiring import In, Out
+
+from ..hdl.timetagger import TimeTagger
+from ..hdl.sync_sampler import SyncSampler
+from ..hdl.detection import DetectionCombiner
+from ..hdl.sync_rx import SyncReceiver
+from ..hdl.sync import FRAME_LOG2_MIN, FRAME_LOG2_MAX
+from ..hdl.histogram import FineTimeHistogram
+from ..hdl.record_rows import RecordRowFifo
+from ..hdl.record_fifo import pack_record_value
+from ..hdl.entropy import Xoroshiro128ppLanes
+from ..hdl.regbank import RegisterBank
+from ..hdl.hostlink import HostLink
+from ..gateware.protocol import LINK_COUNTER_NAMES
+from .regmap import (BOB_REGISTERS, ID_BOB, REGMAP_VERSION, BOB_COUNTER48_NAMES, SIFT_COUNTER_NAMES,
+                     HISTOGRAM_BINS)
+
+__all__ = ["Bob", "BobParams", "record_digest_bits", "DETECTORS"]
+
+DETECTORS = ("H", "V", "D", "A")
+
+
+def record_digest_bits(slots_per_clock: int) -> int:
+    """Width of one record-digest word: P records of 64 bits and the P-bit lane mask."""
+    return (64 * slots_per_clock + slots_per_clock + 7) // 8 * 8
+
+
+class BobParams:
+    """Validated build parameters of the receiver."""
+
+    def __init__(self, samples_per_clock=4, slots_per_clock=4, frame_log2=12, record_rows=256,
+                 pending_depth=1024, max_delay_samples=None):
+        if samples_per_clock not in (1, 2, 4, 8):
+            raise ValueError(f"samples_per_clock = {samples_per_clock!r}: must be one of 1, 2, 4, 8")
+        if slots_per_clock not in (1, 2, 4):
+            raise ValueError(f"slots_per_clock = {slots_per_clock!r}: must be one of 1, 2, 4")
+        if samples_per_clock % slots_per_clock:
+            raise ValueError(f"slots_per_clock = {slots_per_clock} must divide samples_per_clock = {samples_per_clock}")
+        if not FRAME_LOG2_MIN <= frame_log2 <= FRAME_LOG2_MAX:
+            raise ValueError(f"frame_log2 = {frame_log2}: must be in [{FRAME_LOG2_MIN}, {FRAME_LOG2_MAX}]")
+        for name, v in (("record_rows", record_rows), ("pending_depth", pending_depth)):
+            if v < 2 or v & (v - 1):
+                raise ValueError(f"{name} = {v}: must be a power of two >= 2")
+        self.samples_per_clock = samples_per_clock
+        self.slots_per_clock = slots_per_clock
+        self.frame_log2 = frame_log2
+        self.record_rows = record_rows
+        self.pending_depth = pending_depth
+        self.max_delay_samples = 4 * samples_per_clock - 1 if max_delay_samples is None else max_delay_samples
+
+    @classmethod
+    def from_config(cls, gw) -> "BobParams":
+        return cls(gw.samples_per_clock, gw.slots_per_clock, gw.sync_frame_log2)
+
+    @property
+    def build_word(self) -> int:
+        r = BOB_REGISTERS["BUILD"]
+        fields = {"SAMPLES_PER_CLOCK": self.samples_per_clock, "SLOTS_PER_CLOCK": self.slots_per_clock,
+                  "FRAME_LOG2": self.frame_log2, "HAS_PRNG": 1}
+        return sum(v << r.field(k).offset for k, v in fields.items())
+
+    def as_dict(self) -> dict:
+        return dict(samples_per_clock=self.samples_per_clock, slots_per_clock=self.slots_per_clock,
+                    frame_log2=self.frame_log2, record_rows=self.record_rows,
+                    pending_depth=self.pending_depth, max_delay_samples=self.max_delay_samples)
+
+
+class Bob(wiring.Component):
+    """The receiver top (board-independent).
+
+    Ports: ``rx``/``tx`` host-link byte streams; ``det`` four S-sample detector words (H, V,
+    D, A); ``sync_in`` the S-sample sync word; ``running`` high while inputs are tagged (a
+    status LED, and the replay strobe of co-simulation test benches).
+    """
+
+    def __init__(self, params: BobParams | None = None, **kwargs):
+        self.params = p = params or BobParams(**kwargs)
+        S = p.samples_per_clock
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "det": In(data.ArrayLayout(S, 4)),
+            "sync_in": In(S),
+            "running": Out(1),
+        })
+
+    def elaborate(self, platform):
+        p = self.params
+        S, P = p.samples_per_clock, p.slots_per_clock
+        m = Module()
+
+        m.submodules.regs = regs = RegisterBank(BOB_REGISTERS)
+        m.submodules.link = link = HostLink(sift_apply=True, pending_depth=p.pending_depth)
+        m.submodules.tagger = tagger = TimeTagger(S, P, 4, p.max_delay_samples)
+        m.submodules.sync_sampler = sampler = SyncSampler(S, P, p.max_delay_samples)
+        m.submodules.prng = prng = Xoroshiro128ppLanes(1)
+        m.submodules.combiner = comb = DetectionCombiner(P)
+        m.submodules.sync_rx = srx = SyncReceiver(P, p.frame_log2)
+        m.submodules.histogram = hist = FineTimeHistogram(4, HISTOGRAM_BINS)
+        m.submodules.records = rows = RecordRowFifo(P, p.record_rows)
+
+        wiring.connect(m, link.bus, regs.bus)
+        wiring.connect(m, wiring.flipped(self.rx), link.rx)
+        wiring.connect(m, link.tx, wiring.flipped(self.tx))
+        wiring.connect(m, rows.r, link.records)
+        for name in LINK_COUNTER_NAMES:
+            m.d.comb += getattr(regs, name).eq(getattr(link, name))
+
+        cmd = regs.cmd
+        snapshot, clear, clear_hist, relock, clear_overflow, load_seed = (cmd[i] for i in range(6))
+        run_bit, records_on, record_bits = regs.ctrl[0], regs.ctrl[1], regs.ctrl[2]
+        m.d.comb += [
+            self.running.eq(run_bit),
+            link.records_enable.eq(records_on),
+            link.record_bits.eq(record_bits),
+        ]
+
+        # Input stage.
+        delays = (regs.delay_h_samples, regs.delay_v_samples, regs.delay_d_samples, regs.delay_a_samples)
+        m.d.comb += [
+            tagger.samples.eq(Mux(run_bit, self.det.as_value(), 0)),
+            tagger.gate_offset.eq(regs.gate_offset_samples),
+            tagger.gate_width.eq(regs.gate_width_samples),
+            tagger.dead_samples.eq(regs.dead_time_samples),
+            sampler.samples.eq(Mux(run_bit, self.sync_in, 0)),
+            sampler.delay.eq(regs.delay_sync_samples),
+        ]
+        for c in range(4):
+            m.d.comb += tagger.delay[c].eq(delays[c])
+
+        # Tag stage: `running` is CTRL.RUN delayed like the tagger's outputs.
+        assert SyncSampler.LATENCY == TimeTagger.LATENCY
+        run_pipe = Signal(TimeTagger.LATENCY)
+        m.d.sync += run_pipe.eq(Cat(run_bit, run_pipe[:-1]))
+        running = run_pipe[-1]
+
+        m.d.comb += [
+            prng.seed.eq(Cat(regs.seed_lo, regs.seed_hi)),
+            prng.load.eq(load_seed),
+            prng.advance.eq(running),
+            comb.random.eq(prng.words[:2 * P]),
+            srx.bits.eq(sampler.bits),
+            srx.run.eq(running),
+            srx.loss_frames.eq(regs.sync_loss_frames),
+            srx.relock.eq(relock),
+            hist.clear.eq(clear_hist),
+        ]
+        for c in range(4):
+            m.d.comb += [
+                comb.click[c].eq(tagger.click[c] & running),
+                comb.lane[c].eq(tagger.lane[c]),
+                comb.fine[c].eq(tagger.fine[c]),
+                hist.live[c].eq(tagger.live[c] & running),
+                hist.fine[c].eq(tagger.fine[c]),
+            ]
+
+        # Records: detections while locked, numbered in Alice's slots.
+        dets = comb.detections
+        mask = Signal(P)
+        for lane in range(P):
+            d = dets[lane]
+            slot = Signal(48, name=f"alice_slot{lane}")
+            m.d.comb += [
+                slot.eq(srx.local_slot + lane + srx.offset),
+                mask[lane].eq(d.detected & srx.locked & running),
+                rows.w_records[lane].eq(pack_record_value(slot, d.basis, d.bit, d.fine, d.double | d.cross)),
+            ]
+        m.d.comb += [
+            rows.w_valid.eq(Mux(records_on, mask, 0)),
+            rows.clear_overflow.eq(clear_overflow),
+        ]
+
+        # Record digest: CRC-32 over every row of records produced (whether sent or not).
+        dig_w = record_digest_bits(P)
+        m.submodules.digest_records = dig = crc.catalog.CRC32_ISO_HDLC(data_width=dig_w).create()
+        m.d.comb += [
+            dig.start.eq(clear),
+            dig.valid.eq(mask.any()),
+            dig.data.eq(Cat(rows.w_records.as_value(), mask)),
+        ]
+
+        # Counters.
+        c48 = {name: Signal(48, name=name.lower()) for name in BOB_COUNTER48_NAMES if name != "SNAP_LOCAL_SLOT"}
+        inc = {
+            "SNAP_DETECTED_Z": sum((dets[l].detected & ~dets[l].basis) & running for l in range(P)),
+            "SNAP_DETECTED_X": sum((dets[l].detected & dets[l].basis) & running for l in range(P)),
+            "SNAP_DOUBLE": sum((dets[l].detected & dets[l].double) & running for l in range(P)),
+            "SNAP_CROSS": sum((dets[l].detected & dets[l].cross) & running for l in range(P)),
+            "SNAP_SUPPRESSED": Mux(running, sum(tagger.suppressed[c] for c in range(4)), 0),
+            "SNAP_OUT_OF_GATE": Mux(running, sum(tagger.out_of_gate[c] for c in range(4)), 0),
+            "SNAP_RECORDS_DROPPED": rows.dropped,
+            "SNAP_UNLOCKED_DETECTIONS": sum(dets[l].detected & ~srx.locked & running for l in range(P)),
+            "SNAP_SIFT_UNANSWERED": link.sift_unanswered,
+            "SNAP_SIFT_UNMATCHED": link.sift_unmatched,
+        }
+        for k, name in enumerate(SIFT_COUNTER_NAMES):
+            pulse = link.sift_detected if "DETECTED" in name else link.sift_sifted
+            inc[name] = pulse & (link.sift_class == k % 6)
+        c32 = {"SNAP_LOCK_ACQUIRED": srx.lock_acquired, "SNAP_LOCK_LOST": srx.lock_lost,
+               "SNAP_SYNC_GOOD": srx.marker_good, "SNAP_SYNC_MISMATCH": srx.marker_mismatch}
+        c32_sigs = {name: Signal(32, name=name.lower()) for name in c32}
+        with m.If(clear):
+            m.d.sync += [s.eq(0) for s in c48.values()] + [s.eq(0) for s in c32_sigs.values()]
+        with m.Else():
+            m.d.sync += [s.eq(s + inc[name]) for name, s in c48.items()]
+            m.d.sync += [s.eq(s + c32[name]) for name, s in c32_sigs.items()]
+
+        # Snapshot shadows.
+        snap48 = {name: Signal(48, name=f"shadow_{name.lower()}") for name in BOB_COUNTER48_NAMES}
+        snap32 = {name: Signal(32, name=f"shadow_{name.lower()}") for name in list(c32) + ["SNAP_DIGEST_RECORDS"]}
+        with m.If(snapshot):
+            m.d.sync += snap48["SNAP_LOCAL_SLOT"].eq(srx.local_slot)
+            m.d.sync += [snap48[n].eq(c48[n]) for n in c48]
+            m.d.sync += [snap32[n].eq(c32_sigs[n]) for n in c32_sigs]
+            m.d.sync += snap32["SNAP_DIGEST_RECORDS"].eq(dig.crc)
+        for name, sig in snap48.items():
+            m.d.comb += [getattr(regs, f"{name.lower()}_lo").eq(sig[:32]),
+                         getattr(regs, f"{name.lower()}_hi").eq(sig[32:])]
+        for name, sig in snap32.items():
+            m.d.comb += getattr(regs, name.lower()).eq(sig)
+        for c, dname in enumerate(DETECTORS):
+            for b in range(HISTOGRAM_BINS):
+                m.d.comb += getattr(regs, f"hist_{dname.lower()}_{b}").eq(hist.counts[c][b])
+        m.d.comb += [
+            regs.id.eq(ID_BOB),
+            regs.version.eq(REGMAP_VERSION),
+            regs.build.eq(p.build_word),
+            regs.status.eq(Cat(run_bit, srx.locked, rows.overflow)),
+            regs.sync_offset_lo.eq(srx.offset[:32]),
+            regs.sync_offset_hi.eq(srx.offset[32:]),
+        ]
+        return m
