@@ -21,21 +21,40 @@ from .regmap import ACCESS_RO, ACCESS_RW, RegisterMap
 
 __all__ = [
     "FLAG", "ESC", "ESC_XOR", "MAX_PAYLOAD", "RX_MAX_PAYLOAD", "MsgType", "Status", "NakCode",
-    "REQUEST_PAYLOAD_LENGTH", "MAX_READ_COUNT", "MAX_CHOICE_COUNT", "SLOT_BITS",
+    "REQUEST_PAYLOAD_LENGTH", "REQUEST_TYPES", "request_length_ok",
+    "MAX_READ_COUNT", "MAX_CHOICE_COUNT", "SLOT_BITS",
+    "SIFT_MAX_ENTRIES", "SIFT_ENTRY_BYTES", "MAX_DETECTION_RECORDS", "RECORD_BYTES",
+    "RECORD_BASIS_BIT", "RECORD_BIT_BIT", "CHOICE_OK", "CHOICE_LOST", "CHOICE_FUTURE",
+    "INTENSITY_BLANK", "SIFT_CLASSES",
     "LINK_COUNTER_NAMES", "DECODER_COUNTER_NAMES",
     "crc16", "stuff", "encode_frame", "Frame", "FrameDecoder", "ProtocolError",
-    "reg_write", "reg_read", "choice_query",
-    "WriteAck", "ReadData", "ChoiceData", "Nak", "parse_response", "DeviceModel",
+    "reg_write", "reg_read", "choice_query", "sift_query", "sift_apply",
+    "answer_byte", "unpack_answer_byte", "key_byte", "unpack_key_byte", "slot_older",
+    "WriteAck", "ReadData", "ChoiceData", "SiftAnswer", "SiftedKey", "Detections", "Nak",
+    "parse_response", "new_sift_counts", "alice_sift_model", "bob_apply_model", "DeviceModel",
 ]
 
 FLAG = 0x7E
 ESC = 0x7D
 ESC_XOR = 0x20
 MAX_PAYLOAD = 255          # longest payload of any frame (device-to-host frames)
-RX_MAX_PAYLOAD = 16        # longest payload the gateware receiver accepts
 MAX_READ_COUNT = 32        # REG_READ: 1..32 consecutive registers
 MAX_CHOICE_COUNT = 200     # CHOICE_QUERY: 1..200 slots
 SLOT_BITS = 48             # slot indices are 48 bits; CHOICE_QUERY slot ranges wrap modulo 2**48
+SIFT_MAX_ENTRIES = 32      # SIFT_QUERY / SIFT_APPLY / SIFT_ANSWER / SIFTED_KEY: at most 32 entries
+SIFT_ENTRY_BYTES = 7       # slot u48 + one byte (basis, answer or key)
+MAX_DETECTION_RECORDS = 30  # DETECTIONS: 1..30 records per frame
+RECORD_BYTES = 8           # a detection record (docs/receiver.md) is a u64
+# longest payload the gateware receiver accepts: a SIFT_QUERY / SIFT_APPLY with 32 entries
+RX_MAX_PAYLOAD = 1 + SIFT_ENTRY_BYTES * SIFT_MAX_ENTRIES      # 225
+
+# Detection record fields used by the link (the full layout is hdl/record_fifo.py).
+RECORD_BASIS_BIT = 48
+RECORD_BIT_BIT = 49
+# Choice-memory statuses (hdl/choice_memory.py) and the blank intensity code (hdl/symbols.py).
+CHOICE_OK, CHOICE_LOST, CHOICE_FUTURE = 0, 1, 2
+INTENSITY_BLANK = 3
+SIFT_CLASSES = 6           # counter class index = 2 * intensity + basis (signal/decoy/vacuum x Z/X)
 
 _HEADER = 2                # TYPE, SEQ
 _CRC = 2
@@ -45,9 +64,14 @@ class MsgType(IntEnum):
     REG_WRITE = 0x01
     REG_READ = 0x02
     CHOICE_QUERY = 0x03
+    SIFT_QUERY = 0x04
+    SIFT_APPLY = 0x05
     WRITE_ACK = 0x81
     READ_DATA = 0x82
     CHOICE_DATA = 0x83
+    SIFT_ANSWER = 0x84
+    SIFTED_KEY = 0x85
+    DETECTIONS = 0x90
     NAK = 0x7F
 
 
@@ -62,7 +86,19 @@ class NakCode(IntEnum):
     BAD_LENGTH = 2
 
 
+# Fixed payload lengths; SIFT_QUERY / SIFT_APPLY have 1 + 7k bytes, k = 1..32 (request_length_ok).
 REQUEST_PAYLOAD_LENGTH = {MsgType.REG_WRITE: 6, MsgType.REG_READ: 3, MsgType.CHOICE_QUERY: 7}
+REQUEST_TYPES = frozenset((MsgType.REG_WRITE, MsgType.REG_READ, MsgType.CHOICE_QUERY,
+                           MsgType.SIFT_QUERY, MsgType.SIFT_APPLY))
+
+
+def request_length_ok(msg_type: int, n: int) -> bool:
+    """Whether ``n`` is a payload length of request type ``msg_type`` (the ``rx_bad_length``
+    rule: a function of TYPE and length only; field values are checked when executing)."""
+    if msg_type in (MsgType.SIFT_QUERY, MsgType.SIFT_APPLY):
+        k, r = divmod(n - 1, SIFT_ENTRY_BYTES)
+        return n >= 1 and r == 0 and 1 <= k <= SIFT_MAX_ENTRIES
+    return REQUEST_PAYLOAD_LENGTH.get(msg_type) == n
 
 # The link statistics of a device, in register order (RX_FRAMES.. TX_FRAMES in the register
 # map); the gateware has one 32-bit wrapping counter port per name.
@@ -243,6 +279,70 @@ def choice_query(first_slot: int, count: int) -> bytes:
     return first_slot.to_bytes(6, "little") + bytes((count,))
 
 
+def _entries(name: str, entries, lo: int, hi: int, field: str, fmax: int) -> list:
+    entries = [tuple(e) for e in entries]
+    _check_range(f"{name} entry count", len(entries), lo, hi)
+    for i, e in enumerate(entries):
+        if len(e) != 2:
+            raise ValueError(f"{name} entry {i} must be a (slot, {field}) pair")
+        _check_range(f"{name} entry {i} slot", e[0], 0, (1 << SLOT_BITS) - 1)
+        _check_range(f"{name} entry {i} {field}", e[1], 0, fmax)
+    return entries
+
+
+def _pack_entries(entries) -> bytes:
+    return b"".join(slot.to_bytes(6, "little") + bytes((b,)) for slot, b in entries)
+
+
+def sift_query(entries) -> bytes:
+    """SIFT_QUERY payload: ``count u8`` then ``count`` x ``(slot u48, basis u8)``.
+
+    ``entries``: 1..32 pairs ``(slot, basis)``, basis 0 (Z) or 1 (X)."""
+    entries = _entries("sift_query", entries, 1, SIFT_MAX_ENTRIES, "basis", 1)
+    return bytes((len(entries),)) + _pack_entries(entries)
+
+
+def sift_apply(entries) -> bytes:
+    """SIFT_APPLY payload: ``count u8`` then ``count`` x ``(slot u48, answer u8)``.
+
+    ``entries``: 1..32 pairs ``(slot, answer)`` as received in SIFT_ANSWER; ``answer`` uses bits
+    0..4 only (:func:`answer_byte`)."""
+    entries = _entries("sift_apply", entries, 1, SIFT_MAX_ENTRIES, "answer", 0x1F)
+    return bytes((len(entries),)) + _pack_entries(entries)
+
+
+def answer_byte(keep: int, intensity: int, status: int) -> int:
+    """SIFT_ANSWER entry byte: ``keep (bit 0) | intensity << 1 | status << 3``."""
+    _check_range("keep", int(keep), 0, 1)
+    _check_range("intensity", intensity, 0, 3)
+    _check_range("status", status, 0, 3)
+    return int(keep) | intensity << 1 | status << 3
+
+
+def unpack_answer_byte(byte: int) -> tuple[int, int, int]:
+    """``(keep, intensity, status)`` of an answer byte; bits 5..7 are ignored."""
+    return byte & 1, (byte >> 1) & 3, (byte >> 3) & 3
+
+
+def key_byte(bit: int, basis: int, intensity: int) -> int:
+    """SIFTED_KEY entry byte: ``bit | basis << 1 | intensity << 2`` (= Alice's symbol code)."""
+    _check_range("bit", int(bit), 0, 1)
+    _check_range("basis", int(basis), 0, 1)
+    _check_range("intensity", intensity, 0, 3)
+    return int(bit) | int(basis) << 1 | intensity << 2
+
+
+def unpack_key_byte(byte: int) -> tuple[int, int, int]:
+    """``(bit, basis, intensity)`` of a key byte."""
+    return byte & 1, (byte >> 1) & 1, (byte >> 2) & 3
+
+
+def slot_older(a: int, b: int) -> bool:
+    """Slot ``a`` is older than ``b``: ``(a - b) mod 2**48`` is negative as a signed 48-bit
+    number (bit 47 set)."""
+    return bool(((a - b) >> (SLOT_BITS - 1)) & 1)
+
+
 # --- responses (device -> host) ------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -296,6 +396,42 @@ class ChoiceData:
 
 
 @dataclass(frozen=True)
+class SiftAnswer:
+    """SIFT_ANSWER (Alice): ``entries`` are ``(slot, answer byte)`` pairs in query order."""
+    req_seq: int
+    entries: tuple = ()
+
+    MSG_TYPE = MsgType.SIFT_ANSWER
+
+    def payload(self) -> bytes:
+        return bytes((self.req_seq, len(self.entries))) + _pack_entries(self.entries)
+
+
+@dataclass(frozen=True)
+class SiftedKey:
+    """SIFTED_KEY (Alice or Bob): the kept ``(slot, key byte)`` pairs of one request, in order."""
+    req_seq: int
+    entries: tuple = ()
+
+    MSG_TYPE = MsgType.SIFTED_KEY
+
+    def payload(self) -> bytes:
+        return bytes((self.req_seq, len(self.entries))) + _pack_entries(self.entries)
+
+
+@dataclass(frozen=True)
+class Detections:
+    """DETECTIONS (Bob, unsolicited): 64-bit detection records (docs/receiver.md)."""
+    records: tuple = ()
+
+    MSG_TYPE = MsgType.DETECTIONS
+    req_seq = None          # not an answer to any request
+
+    def payload(self) -> bytes:
+        return bytes((len(self.records),)) + b"".join(r.to_bytes(RECORD_BYTES, "little") for r in self.records)
+
+
+@dataclass(frozen=True)
 class Nak:
     req_seq: int
     code: int
@@ -314,7 +450,12 @@ def _enum_or_error(enum, value: int, what: str):
         raise ProtocolError(f"{what} {value} is not one of {', '.join(f'{e.value} {e.name}' for e in enum)}") from None
 
 
-def parse_response(frame: Frame) -> WriteAck | ReadData | ChoiceData | Nak:
+def _parse_entries(p: bytes, start: int, count: int) -> tuple:
+    return tuple((int.from_bytes(p[i:i + 6], "little"), p[i + 6])
+                 for i in range(start, start + SIFT_ENTRY_BYTES * count, SIFT_ENTRY_BYTES))
+
+
+def parse_response(frame: Frame) -> WriteAck | ReadData | ChoiceData | SiftAnswer | SiftedKey | Detections | Nak:
     """The typed device-to-host message carried by ``frame``; ProtocolError if malformed."""
     p, t = frame.payload, frame.type
     n = len(p)
@@ -343,12 +484,110 @@ def parse_response(frame: Frame) -> WriteAck | ReadData | ChoiceData | Nak:
         count = p[7]
         need(8 + count, f"CHOICE_DATA (count {count})")
         return ChoiceData(p[0], int.from_bytes(p[1:7], "little"), count, tuple(p[8:]))
+    if t in (MsgType.SIFT_ANSWER, MsgType.SIFTED_KEY):
+        name, lo = (("SIFT_ANSWER", 1) if t == MsgType.SIFT_ANSWER else ("SIFTED_KEY", 0))
+        if n < 2:
+            raise ProtocolError(f"{name} payload is {n} bytes, expected at least 2")
+        count = p[1]
+        if not lo <= count <= SIFT_MAX_ENTRIES:
+            raise ProtocolError(f"{name} count {count} outside {lo}..{SIFT_MAX_ENTRIES}")
+        need(2 + SIFT_ENTRY_BYTES * count, f"{name} (count {count})")
+        return (SiftAnswer if t == MsgType.SIFT_ANSWER else SiftedKey)(p[0], _parse_entries(p, 2, count))
+    if t == MsgType.DETECTIONS:
+        if n < 1:
+            raise ProtocolError("DETECTIONS payload is 0 bytes, expected at least 1")
+        count = p[0]
+        if not 1 <= count <= MAX_DETECTION_RECORDS:
+            raise ProtocolError(f"DETECTIONS count {count} outside 1..{MAX_DETECTION_RECORDS}")
+        need(1 + RECORD_BYTES * count, f"DETECTIONS (count {count})")
+        return Detections(tuple(int.from_bytes(p[i:i + RECORD_BYTES], "little")
+                                for i in range(1, 1 + RECORD_BYTES * count, RECORD_BYTES)))
     if t == MsgType.NAK:
         need(3, "NAK")
         return Nak(p[0], _enum_or_error(NakCode, p[1], "NAK code"), p[2])
-    if t in (MsgType.REG_WRITE, MsgType.REG_READ, MsgType.CHOICE_QUERY):
+    if t in REQUEST_TYPES:
         raise ProtocolError(f"message type {t:#04x} ({MsgType(t).name}) is a request, not a response")
     raise ProtocolError(f"unknown message type {t:#04x}")
+
+
+# --- sifting reference (per message) ------------------------------------------------------
+
+def new_sift_counts() -> dict:
+    """Zeroed sifting counts: ``detected`` and ``sifted`` are lists indexed by the class
+    ``2 * intensity + basis`` (0..5); ``lost`` (Alice), ``unanswered`` and ``unmatched`` (Bob)."""
+    return {"detected": [0] * SIFT_CLASSES, "sifted": [0] * SIFT_CLASSES,
+            "lost": 0, "unanswered": 0, "unmatched": 0}
+
+
+def _add_counts(total: dict, part: dict):
+    for k, v in part.items():
+        if isinstance(v, list):
+            total[k] = [a + b for a, b in zip(total[k], v)]
+        else:
+            total[k] += v
+
+
+def alice_sift_model(symbol_lookup, queries):
+    """Alice's SIFT_QUERY decision, entry by entry.
+
+    ``symbol_lookup(slot) -> (symbol, status)`` (the choice memory; symbol = ``bit | basis << 1
+    | intensity << 2``), ``queries``: ``(slot, basis)`` pairs. Returns ``(answers, kept,
+    counts)``: the SIFT_ANSWER ``(slot, answer byte)`` entries, the SIFTED_KEY ``(slot, key
+    byte)`` entries (key byte = Alice's symbol) and :func:`new_sift_counts` counts.
+
+    keep = status OK and intensity not blank and Alice's basis = queried basis; the answer's
+    intensity is Alice's when OK, else 0. *detected*: OK and not blank (class of Alice's
+    intensity and basis); *sifted*: kept; *lost*: status not OK (LOST or FUTURE).
+    """
+    answers, kept, counts = [], [], new_sift_counts()
+    for slot, basis in queries:
+        symbol, status = symbol_lookup(slot)
+        ok = status == CHOICE_OK
+        intensity = (symbol >> 2) & 3 if ok else 0
+        a_basis = (symbol >> 1) & 1
+        detected = ok and intensity != INTENSITY_BLANK
+        keep = detected and a_basis == basis
+        answers.append((slot, answer_byte(keep, intensity, status)))
+        if detected:
+            counts["detected"][2 * intensity + a_basis] += 1
+        if keep:
+            counts["sifted"][2 * intensity + a_basis] += 1
+            kept.append((slot, symbol & 0xF))
+        if not ok:
+            counts["lost"] += 1
+    return answers, kept, counts
+
+
+def bob_apply_model(pending, answers):
+    """Bob's SIFT_APPLY merge-join of his pending detections with Alice's answers.
+
+    ``pending``: ``(slot, basis, bit)`` in the order the records were sent; ``answers``:
+    ``(slot, answer byte)``. For each answer, pending detections older than its slot
+    (:func:`slot_older`) are dropped (*unanswered*); a pending detection of the same slot is
+    consumed: *detected* if the answer's status is OK and its intensity not blank (class of
+    Alice's intensity and Bob's basis), *kept* (and *sifted*) if moreover the keep bit is set,
+    with key byte ``bit | basis << 1 | intensity << 2`` (Bob's bit and basis); an answer
+    without a pending detection of its slot is *unmatched*. Answer bits 5..7 are ignored.
+    Returns ``(kept, remaining_pending, counts)``.
+    """
+    pending = list(pending)
+    i, kept, counts = 0, [], new_sift_counts()
+    for slot, ans in answers:
+        while i < len(pending) and slot_older(pending[i][0], slot):
+            i += 1
+            counts["unanswered"] += 1
+        if i < len(pending) and pending[i][0] == slot:
+            _, basis, bit = pending[i]
+            i += 1
+            keep, intensity, status = unpack_answer_byte(ans)
+            if status == CHOICE_OK and intensity != INTENSITY_BLANK:
+                counts["detected"][2 * intensity + basis] += 1
+                if keep:
+                    counts["sifted"][2 * intensity + basis] += 1
+                    kept.append((slot, key_byte(bit, basis, intensity)))
+        else:
+            counts["unmatched"] += 1
+    return kept, pending[i:], counts
 
 
 # --- reference model of the device side ----------------------------------------------------
@@ -365,15 +604,45 @@ class DeviceModel:
     TX_FRAMES) that ``ro`` does not provide read the model's own counters, as the gateware
     wires them. ``choice``: ``choice(slot) -> (symbol, status)`` or a mapping slot -> (symbol,
     status); ``None`` means the device has no choice memory and CHOICE_QUERY is an unknown type.
+    ``sift_query`` (Alice, needs ``choice``) and ``sift_apply`` (Bob, with a pending queue of
+    ``pending_depth`` detections) enable the sifting messages, as the gateware parameters of
+    the same names; a disabled type is an unknown type.
 
     ``feed(data) -> bytes`` processes host-to-device bytes and returns the device-to-host bytes,
     frame by frame in stream order. State: ``counters`` (the 9 link counters, 32-bit wrapping),
     ``rw`` (values of the RW registers by name), ``strobes`` (list of ``(name, bits)`` written
-    to STROBE registers), ``tx_seq``.
+    to STROBE registers), ``tx_seq``, ``sift_counts`` (:func:`new_sift_counts`: the number of
+    pulses of each sifting counter output), ``pending`` (Bob's pending ``(slot, basis, bit)``)
+    and ``waiting`` (records offered but not sent yet).
+
+    **Bob's records.** ``add_records(records)`` offers 64-bit records (the record FIFO's
+    output). Records are sent ("flushed") at two kinds of points: at the start of every
+    ``feed`` call and after every answered request; a flush sends DETECTIONS frames of
+    ``min(waiting, 30, room in the pending queue)`` records while records wait, the queue
+    has room and records are enabled. ``records_enable`` / ``record_bits`` are CTRL.RECORDS
+    and CTRL.RECORD_BITS of ``rw`` if the register map has those fields, else the
+    attributes of those names (default 1 and 0).
+
+    Timing contract with the gateware: the gateware sends a DETECTIONS frame whenever it is
+    idle, no received request is waiting to be executed and records are on its ``records``
+    stream, taking them while the stream stays valid. Its output equals the model's byte for
+    byte when (1) records offered to the model before a ``feed`` are presented to the
+    gateware back to back and all taken (or blocked: queue full, records disabled) before the
+    first request of that ``feed`` closes, and (2) each ``feed`` holds one request whose
+    answer is out before the next records are offered. Otherwise the interleaving of
+    DETECTIONS with answers (hence device SEQs and TX_FRAMES) and the split of records into
+    DETECTIONS frames depend on timing; the answers per type and the concatenated records of
+    all DETECTIONS frames still match, and SIFT_APPLY results match as long as every record
+    the model sent before a SIFT_APPLY had been taken by the gateware before it closed.
     """
 
     def __init__(self, regmap: RegisterMap, ro: Mapping | Callable | None = None,
-                 choice: ChoiceSource | None = None):
+                 choice: ChoiceSource | None = None, *, sift_query: bool = False,
+                 sift_apply: bool = False, pending_depth: int = 1024):
+        if sift_query and choice is None:
+            raise ValueError("sift_query needs a choice memory (choice=...)")
+        if sift_apply and (choice is not None or sift_query):
+            raise ValueError("sift_apply (Bob) does not combine with choice / sift_query (Alice)")
         self.regmap = regmap
         self._ro = ro if ro is not None else {}
         self._choice = choice
@@ -386,6 +655,17 @@ class DeviceModel:
         self._supported = {MsgType.REG_WRITE, MsgType.REG_READ}
         if choice is not None:
             self._supported.add(MsgType.CHOICE_QUERY)
+        if sift_query:
+            self._supported.add(MsgType.SIFT_QUERY)
+        self._bob = bool(sift_apply)
+        if self._bob:
+            self._supported.add(MsgType.SIFT_APPLY)
+        self.pending_depth = _check_range("pending_depth", pending_depth, 1, 1 << 20)
+        self.sift_counts = new_sift_counts()
+        self.pending: list[tuple[int, int, int]] = []
+        self.waiting: list[int] = []
+        self.records_enable = 1
+        self.record_bits = 0
 
     # register access ---------------------------------------------------------------------
     def _ro_value(self, name: str) -> int:
@@ -424,10 +704,50 @@ class DeviceModel:
             self.strobes.append((reg.name, value))
         return True
 
-    def _choice_entry(self, slot: int) -> int:
+    def _lookup(self, slot: int) -> tuple[int, int]:
         src = self._choice
         symbol, status = src(slot) if callable(src) else src[slot]
-        return (symbol & 0xF) | (status & 0x3) << 4
+        return symbol & 0xF, status & 0x3
+
+    def _choice_entry(self, slot: int) -> int:
+        symbol, status = self._lookup(slot)
+        return symbol | status << 4
+
+    # Bob's records ---------------------------------------------------------------------------
+    def _ctrl_flag(self, field: str, attr: str) -> int:
+        if "CTRL" in self.regmap:
+            try:
+                f = self.regmap["CTRL"].field(field)
+            except KeyError:
+                f = None
+            if f is not None:
+                return (self.rw["CTRL"] >> f.offset) & 1
+        return int(bool(getattr(self, attr)))
+
+    def add_records(self, records):
+        """Offer 64-bit detection records (Bob): they are sent at the next flush point."""
+        if not self._bob:
+            raise ValueError("add_records: the model has no sift_apply (Bob) role")
+        self.waiting += [int(r) for r in records]
+
+    def _flush(self) -> bytes:
+        out = bytearray()
+        if not self._bob:
+            return b""
+        while self.waiting and self._ctrl_flag("RECORDS", "records_enable"):
+            room = self.pending_depth - len(self.pending)
+            if room <= 0:
+                break
+            n = min(len(self.waiting), MAX_DETECTION_RECORDS, room)
+            recs, self.waiting = self.waiting[:n], self.waiting[n:]
+            bits = self._ctrl_flag("RECORD_BITS", "record_bits")
+            for r in recs:
+                self.pending.append((r & ((1 << SLOT_BITS) - 1), (r >> RECORD_BASIS_BIT) & 1,
+                                     (r >> RECORD_BIT_BIT) & 1))
+            if not bits:
+                recs = [r & ~(1 << RECORD_BIT_BIT) for r in recs]
+            out += self._answer(Detections(tuple(recs)))
+        return bytes(out)
 
     # link ----------------------------------------------------------------------------------
     def _bump(self, name: str):
@@ -439,26 +759,38 @@ class DeviceModel:
         self._bump("tx_frames")
         return out
 
-    def _execute(self, f: Frame):
+    def _execute(self, f: Frame) -> list:
         p = f.payload
         if f.type == MsgType.REG_WRITE:
             addr = int.from_bytes(p[0:2], "little")
             ok = self.write_register(addr, int.from_bytes(p[2:6], "little"))
-            return WriteAck(f.seq, addr, Status.OK if ok else Status.BAD_ADDRESS)
+            return [WriteAck(f.seq, addr, Status.OK if ok else Status.BAD_ADDRESS)]
         if f.type == MsgType.REG_READ:
             addr, count = int.from_bytes(p[0:2], "little"), p[2]
             if not 1 <= count <= MAX_READ_COUNT:
-                return ReadData(f.seq, addr, count, Status.BAD_VALUE)
+                return [ReadData(f.seq, addr, count, Status.BAD_VALUE)]
             values = [self.read_register(a) if a <= 0xFFFF else None for a in range(addr, addr + count)]
             if None in values:
-                return ReadData(f.seq, addr, count, Status.BAD_ADDRESS)
-            return ReadData(f.seq, addr, count, Status.OK, tuple(values))
-        # CHOICE_QUERY
-        first, count = int.from_bytes(p[0:6], "little"), p[6]
-        if not 1 <= count <= MAX_CHOICE_COUNT:
-            return Nak(f.seq, NakCode.BAD_LENGTH, f.type)
-        mask = (1 << SLOT_BITS) - 1
-        return ChoiceData(f.seq, first, count, tuple(self._choice_entry((first + i) & mask) for i in range(count)))
+                return [ReadData(f.seq, addr, count, Status.BAD_ADDRESS)]
+            return [ReadData(f.seq, addr, count, Status.OK, tuple(values))]
+        if f.type == MsgType.CHOICE_QUERY:
+            first, count = int.from_bytes(p[0:6], "little"), p[6]
+            if not 1 <= count <= MAX_CHOICE_COUNT:
+                return [Nak(f.seq, NakCode.BAD_LENGTH, f.type)]
+            mask = (1 << SLOT_BITS) - 1
+            return [ChoiceData(f.seq, first, count,
+                               tuple(self._choice_entry((first + i) & mask) for i in range(count)))]
+        # SIFT_QUERY / SIFT_APPLY: the length is 1 + 7k (checked); count must be k
+        entries = _parse_entries(p, 1, (len(p) - 1) // SIFT_ENTRY_BYTES)
+        if p[0] != len(entries) or (f.type == MsgType.SIFT_QUERY and any(b > 1 for _, b in entries)):
+            return [Nak(f.seq, NakCode.BAD_LENGTH, f.type)]
+        if f.type == MsgType.SIFT_QUERY:
+            answers, kept, counts = alice_sift_model(self._lookup, entries)
+            _add_counts(self.sift_counts, counts)
+            return [SiftAnswer(f.seq, tuple(answers)), SiftedKey(f.seq, tuple(kept))]
+        kept, self.pending, counts = bob_apply_model(self.pending, entries)
+        _add_counts(self.sift_counts, counts)
+        return [SiftedKey(f.seq, tuple(kept))]
 
     def _process(self, f: Frame) -> bytes:
         if self._prev_seq is not None and f.seq != (self._prev_seq + 1) & 0xFF:
@@ -467,11 +799,11 @@ class DeviceModel:
         if f.type not in self._supported:
             self._bump("rx_unknown_type")
             return self._answer(Nak(f.seq, NakCode.UNKNOWN_TYPE, f.type))
-        if len(f.payload) != REQUEST_PAYLOAD_LENGTH[f.type]:
+        if not request_length_ok(f.type, len(f.payload)):
             self._bump("rx_bad_length")
             return self._answer(Nak(f.seq, NakCode.BAD_LENGTH, f.type))
         self._bump("rx_frames")
-        return self._answer(self._execute(f))
+        return b"".join(self._answer(msg) for msg in self._execute(f))
 
     def _sync_frame_counters(self):
         d = self._decoder.counters
@@ -479,10 +811,12 @@ class DeviceModel:
             self.counters[name] = d[name] & 0xFFFF_FFFF
 
     def feed(self, data: bytes) -> bytes:
-        """Process host-to-device bytes; return the device-to-host bytes they cause."""
-        out = bytearray()
+        """Process host-to-device bytes; return the device-to-host bytes they cause (with
+        Bob's DETECTIONS at the flush points, see the class docstring)."""
+        out = bytearray(self._flush())
         for frame in self._decoder.iter_feed(data):
             self._sync_frame_counters()
             out += self._process(frame)
+            out += self._flush()
         self._sync_frame_counters()
         return bytes(out)

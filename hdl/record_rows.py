@@ -50,14 +50,24 @@ def _popcount(v):
 class RecordRowFifo(wiring.Component):
     """Row FIFO of detection records, serialised to one record per clock.
 
-    Holds up to ``depth_rows`` rows. Inside: a ``lib.memory.Memory`` of ``depth_rows`` words
-    of ``lanes * 64 + lanes`` bits (records, lane mask; the gap bit is already in the first
-    record) with a synchronous read port, then one row register being serialised (the
-    remaining-lane mask selects the record: ``r.payload`` is an AND-OR multiplexer of
-    registers, ``r.valid`` the OR of the mask). A row leaves the memory when the serialiser
-    takes the previous one, so rows of one record stream out at one record per clock.
-    Fullness comes from a separate ``level`` register (rows written minus rows whose last
-    record was read); ``r.ready`` reaches the memory's read enable through ~3 LUT levels.
+    Holds up to ``depth_rows`` rows in a ``lib.memory.Memory`` of ``depth_rows`` words: the
+    ``lanes`` records (the gap bit already in the first one) and, for ``lanes > 1``, the lane
+    mask, its lowest lane (one-hot) and a "single record" flag, all computed on the write
+    side. Read side: memory read register (yosys merges it into the block RAM) -> row
+    register being serialised. A block RAM without its output register (which yosys does
+    not use) has a slow clock-to-out, so its outputs go into registers with an enable only;
+    the serialiser's per-record state lives in separate registers, ``r.payload`` is an AND-OR
+    multiplexer of registers, ``r.valid`` a register. A row leaves the memory when the
+    serialiser takes the previous one: rows of one record stream at one record per clock.
+    Fullness and "memory not empty" are registered flags updated with the ``level`` and
+    ``avail`` counters (no adder or comparator after ``r.ready`` / ``w_valid``).
+
+    Out-of-context nextpnr-ecp5 (LFE5U-25F, 156.25 MHz requested, seed 1), grade 8 / grade 6:
+    lanes 4 x 256 rows 187 / 137 MHz (8 DP16KD, ~480 LUT, ~310 FF); 4 x 1024 192 / 143;
+    2 x 256 188 / 140; 1 x 1024 196 / 145; 4 x 16 (LUT RAM) 257 / 205. The limit is the
+    block RAM clock-to-out (5.6-5.8 ns at grade 6, 4.1-4.3 ns at grade 8) plus routing to the
+    row registers; 156 MHz at grade 6 with block RAM would need the EBR output
+    register (``REGMODE = "OUTREG"``, an extra cycle), which yosys does not infer.
 
     Latency (``LATENCY = 3``): ``r.valid`` is high in cycle ``t`` iff the oldest record still
     held belongs to a row written in a cycle ``<= t - 3``; so the first record of a row
@@ -100,34 +110,54 @@ class RecordRowFifo(wiring.Component):
         m = Module()
         L, depth = self.lanes, self.depth_rows
         rec_bits = L * RECORD_BITS
-
-        m.submodules.mem = mem = Memory(shape=unsigned(rec_bits + L), depth=depth, init=[])
-        wp_port = mem.write_port()
-        rd_port = mem.read_port(domain="sync")
+        # memory word: records, then (lanes > 1) the lane mask, the one-hot of its lowest lane
+        # and a flag "one record only", so that the serialiser loads its state straight from
+        # the memory output
+        ctl_bits = 2 * L + 1 if L > 1 else 0
+        # The read never addresses the row being written (it reads only rows written in
+        # earlier cycles, and no row is written while the memory is full), so the collision
+        # behaviour is irrelevant: with ``no_rw_check`` and the read register outside the
+        # port, yosys maps it to the block RAM without read-first emulation (bypass
+        # registers and a multiplexer after the block RAM output).
+        m.submodules.mem = mem = Memory(shape=unsigned(rec_bits + ctl_bits), depth=depth,
+                                        init=[], attrs={"no_rw_check": 1})
+        wr_port = mem.write_port()
+        rd_port = mem.read_port(domain="comb")
+        m_data = Signal.like(rd_port.data, reset_less=True)   # read register, merged into
+        #                                                       the block RAM by yosys
 
         def incr(ptr):
             return ptr + 1 if depth & (depth - 1) == 0 else Mux(ptr == depth - 1, 0, ptr + 1)
 
-        # ---- write side: decisions from the registered level
-        full = Signal()
+        def counter(value, flag, flag_up, flag_down, up, down):
+            """``value`` +1 on ``up``, -1 on ``down`` (not both), from precomputed +-1;
+            ``flag`` <= ``flag_up`` / ``flag_down`` / itself: registered compares for free."""
+            inc, dec = Signal(), Signal()
+            m.d.comb += [inc.eq(up & ~down), dec.eq(down & ~up)]
+            with m.If(inc):
+                m.d.sync += [value.eq(value + 1), flag.eq(flag_up)]
+            with m.Elif(dec):
+                m.d.sync += [value.eq(value - 1), flag.eq(flag_down)]
+
+        # ---- write side: decisions from registered flags
+        full = Signal()                         # level == depth
         gap_pending = Signal()
         write = Signal()
         drop = Signal()
         wp = Signal(range(depth))
+        first = _lowest(self.w_valid)
         m.d.comb += [
-            full.eq(self.level == depth),
             write.eq(self.w_valid.any() & ~full),
             drop.eq(self.w_valid.any() & full),
             self.dropped.eq(Mux(full, _popcount(self.w_valid), 0)),
         ]
-        first = _lowest(self.w_valid)
         gap = Const(1 << GAP_BIT, RECORD_BITS)
+        recs = [self.w_records[i] | Mux(gap_pending & first[i], gap, 0) for i in range(L)]
+        ctl = [self.w_valid, first, (self.w_valid & ~first) == 0] if L > 1 else []
         m.d.comb += [
-            wp_port.addr.eq(wp),
-            wp_port.en.eq(write),
-            wp_port.data.eq(Cat(
-                *(self.w_records[i] | Mux(gap_pending & first[i], gap, 0) for i in range(L)),
-                self.w_valid)),
+            wr_port.addr.eq(wp),
+            wr_port.en.eq(write),
+            wr_port.data.eq(Cat(*recs, *ctl)),
         ]
         with m.If(write):
             m.d.sync += [wp.eq(incr(wp)), gap_pending.eq(0)]
@@ -136,38 +166,62 @@ class RecordRowFifo(wiring.Component):
         with m.Elif(self.clear_overflow):
             m.d.sync += self.overflow.eq(0)
 
-        # ---- read side: memory -> read port register (m_valid) -> serialiser (row, rem)
+        # ---- read side: memory -> read port (m_valid) -> serialiser (row, rem, sel, last)
         rp = Signal(range(depth))
         avail = Signal(range(depth + 1))        # rows in memory not yet read out
-        m_valid = Signal()                      # rd_port.data holds a row not yet taken
-        row = Signal(rec_bits)
-        rem = Signal(L)                         # lanes of ``row`` still to be sent
-        sel = _lowest(rem)
-        last = Signal()                         # ``rem`` has one bit left
-        handshake = Signal()
-        retire = Signal()                       # the last record of a row leaves
+        avail_nz = Signal()                     # avail != 0
+        m_valid = Signal()                      # m_data holds a row not yet taken
+        row = Signal(rec_bits, reset_less=True)  # only ever loaded from the memory output
+        r_valid = Signal()
+        rem = Signal(L)                         # lanes of ``row`` not yet sent (incl. current)
+        sel = Signal(L)                         # one-hot: current lane, lowest of ``rem``
+        last = Signal()                         # current record is the last of the row
         take = Signal()                         # serialiser loads the next row
         issue = Signal()                        # memory read
+        retire = Signal()                       # the last record of a row leaves
         m.d.comb += [
-            self.r.valid.eq(rem.any()),
-            self.r.payload.eq(_or_select(sel, row, RECORD_BITS)),
-            last.eq((rem & ~sel) == 0),
-            handshake.eq(self.r.valid & self.r.ready),
-            retire.eq(handshake & last),
-            take.eq(m_valid & (~self.r.valid | (self.r.ready & last))),
-            issue.eq((avail != 0) & (~m_valid | take)),
+            self.r.valid.eq(r_valid),
+            self.r.payload.eq(_or_select(sel, row, RECORD_BITS) if L > 1 else row),
+            retire.eq(r_valid & self.r.ready & last),
+            take.eq(m_valid & (~r_valid | (self.r.ready & last))),
+            issue.eq(avail_nz & (~m_valid | take)),
             rd_port.addr.eq(rp),
-            rd_port.en.eq(issue),
         ]
+        with m.If(issue):
+            m.d.sync += m_data.eq(rd_port.data)
         with m.If(take):
-            m.d.sync += [row.eq(rd_port.data[:rec_bits]), rem.eq(rd_port.data[rec_bits:])]
-        with m.Elif(handshake):
-            m.d.sync += rem.eq(rem & ~sel)
+            m.d.sync += [row.eq(m_data[:rec_bits]), r_valid.eq(1)]
+        with m.Elif(retire):
+            m.d.sync += r_valid.eq(0)
+        if L > 1:
+            # The memory output goes into registers with an enable only (its clock-to-out is
+            # the slow part): *0 is the row's (rem, sel, last) at its first record; after
+            # that record the state moves on in *1 (``started``).
+            ctl_out = m_data[rec_bits:]
+            rem0 = Signal(L, reset_less=True)
+            sel0 = Signal(L, reset_less=True)
+            last0 = Signal(reset_less=True)
+            rem1, sel1, last1 = Signal(L), Signal(L), Signal()
+            started = Signal()
+            with m.If(take):
+                m.d.sync += [rem0.eq(ctl_out[:L]), sel0.eq(ctl_out[L:2 * L]),
+                             last0.eq(ctl_out[2 * L]), started.eq(0)]
+            m.d.comb += [rem.eq(Mux(started, rem1, rem0)), sel.eq(Mux(started, sel1, sel0)),
+                         last.eq(Mux(started, last1, last0))]
+            nxt = rem & ~sel
+            nxt_sel = _lowest(nxt)
+            with m.If(r_valid & self.r.ready & ~last):     # (excludes take)
+                m.d.sync += [rem1.eq(nxt), sel1.eq(nxt_sel), last1.eq((nxt & ~nxt_sel) == 0),
+                             started.eq(1)]
+        else:
+            m.d.comb += [rem.eq(1), sel.eq(1), last.eq(1)]
         with m.If(issue):
             m.d.sync += [rp.eq(incr(rp)), m_valid.eq(1)]
         with m.Elif(take):
             m.d.sync += m_valid.eq(0)
-        m.d.sync += [avail.eq(avail + write - issue), self.level.eq(self.level + write - retire)]
+
+        counter(avail, avail_nz, 1, avail != 1, write, issue)
+        counter(self.level, full, self.level == depth - 1, 0, write, retire)
         return m
 
 

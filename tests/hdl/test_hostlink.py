@@ -275,10 +275,10 @@ def test_receiver_errors_and_recovery():
     h.raw(b"\x7e\x7e\x7e")                                                     # empty frames: ignored
     h.raw(b"\x7e\x02\x01\x05\x7d\x7e")                                         # framing (7D 7E)
     h.raw(b"\x7e\x7d\x7e")                                                     # framing, nothing else
-    h.raw(encode_frame(0x02, 0x44, bytes(range(17))))                          # oversize (21 content)
-    h.raw(b"\x7e" + bytes(range(1, 100)).replace(b"\x7e", b"").replace(b"\x7d", b"") + b"\x7d\x7e")  # oversize wins
+    h.raw(encode_frame(0x02, 0x44, bytes(P.RX_MAX_PAYLOAD + 1)))               # oversize (230 content)
+    h.raw(b"\x7e" + bytes(range(1, 256)).replace(b"\x7e", b"").replace(b"\x7d", b"") + b"\x7d\x7e")  # oversize wins
     h.write(R["SCRATCH"].addr, 0x01020304)
-    h.raw(encode_frame(0x02, h.seq, bytes(range(16))))                         # 20 content: bad length, not oversize
+    h.raw(encode_frame(0x02, h.seq, bytes(P.RX_MAX_PAYLOAD)))                  # 229 content: bad length, not oversize
     h.seq += 1
     h.raw(b"\x01\x02\x03junk")                                                 # garbage between frames
     h.frame(0x55, b"")                                                         # unknown type

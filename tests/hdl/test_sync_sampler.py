@@ -199,4 +199,5 @@ def test_parameter_checks():
         s = SyncSampler(8, 2)
         assert (s.max_delay, len(s.delay), len(s.bits), len(s.samples)) == (31, 5, 2, 8)
         assert len(SyncSampler(1, 1, 0).delay) == 1
+        del s
         gc.collect()
