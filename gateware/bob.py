@@ -180,7 +180,8 @@ class Bob(wiring.Component):
             m.d.comb += [
                 slot.eq(srx.local_slot + lane + srx.offset),
                 mask[lane].eq(d.detected & srx.locked & running),
-                rows.w_records[lane].eq(pack_record_value(slot, d.basis, d.bit, d.fine, d.double | d.cross)),
+                rows.w_records[lane].eq(Mux(mask[lane], pack_record_value(slot, d.basis, d.bit, d.fine,
+                                                                           d.double | d.cross), 0)),
             ]
         m.d.comb += [
             rows.w_valid.eq(Mux(records_on, mask, 0)),

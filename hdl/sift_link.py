@@ -17,8 +17,18 @@ Common interface (HostLink side):
   inserts the device SEQ), ``last`` on the final byte of each frame; ``busy`` until the last
   content byte has been handed over.
 
-Every output is a register or a short function of registers, except ``choice_answer.ready``
-and ``content.ready``-dependent pops (a shift register that refills on its last byte).
+Every output is a register or a short function of registers; ``content.ready`` only gates
+the shift registers' pops and refills. Block RAM outputs (receive buffer, pending queue) are
+registered before any logic, so the blocks run at the Alice/Bob clock (156.25 MHz, ECP5
+speed grade 8).
+
+Latency (1 byte per clock, no back-pressure): Alice's SIFT_ANSWER opening flag goes out 5
+clocks after a SIFT_QUERY's closing flag, its entries at the rate the choice memory answers;
+the receive buffer is read at 7 clocks per entry (226 clocks for 32 entries). Bob's merge is
+paced by the same reader (7 clocks per answer) plus 3 clocks per dropped (unanswered)
+detection; SIFTED_KEY starts when the merge is done (about 235 clocks after the closing
+flag of a 32-entry SIFT_APPLY). A DETECTIONS frame starts about 4 clocks after its last record is
+taken (one record per clock, up to 30).
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
@@ -46,9 +56,10 @@ class EntrySerializer(wiring.Component):
     word ``i``, LSB first) through a synchronous read port (``mem_addr`` / ``mem_data``).
 
     ``start`` loads the job (``hdr``, ``hdr_len``, ``n``, ``eb8`` are sampled then; the memory
-    must not be written from then on); ``busy`` until the
-    last byte is taken. The first entry word is read while the header goes out (hence
-    ``hdr_len >= 2``), every next word while the previous entry goes out.
+    must not be written from then on); ``busy`` until the last byte is taken. The first entry
+    word is read while the header goes out (hence ``hdr_len >= 2``), every next word while the
+    previous entry goes out. The memories behind it are small (LUT RAM, asynchronous read
+    behind the synchronous port), so ``mem_data`` feeds the shift register directly.
     """
 
     def __init__(self):
@@ -91,45 +102,61 @@ class EntrySerializer(wiring.Component):
 
 
 class _EntryReader:
-    """Reads the ``count`` 7-byte entries of a SIFT request from the receive buffer, one byte
-    per clock, into ``(slot, byte)`` handed over through a one-entry register (``out_valid``,
-    cleared by the consumer). Used inside an ``elaborate``; ``rx_hold`` = still reading."""
+    """Reads the ``count`` 7-byte entries of a SIFT request from the receive buffer into
+    ``(slot, byte)`` handed over through a one-entry register (``out_valid``, cleared by the
+    consumer). Used inside an ``elaborate``.
+
+    One read per clock from a registered address; the block RAM's output is registered
+    (``in_byte``) before any logic, so a byte arrives 2 clocks after its read. The last byte of
+    an entry is read only while ``out_valid`` is low: it arrives to an empty handover register
+    (only that byte can fill it), so arrivals never stall. ``rx_hold`` (= still reading) drops
+    after the last read.
+    """
 
     def __init__(self, m, owner):
-        self.active = Signal(name="rd_active")
-        self.ok = Signal(name="rd_ok")            # rx_data = buffer[addr] (address was stable)
+        E = SIFT_ENTRY_BYTES
+        self.active = Signal(name="rd_active")            # issuing reads
         self.addr = Signal(8, name="rd_addr")
-        self.byte = Signal(range(SIFT_ENTRY_BYTES), name="rd_byte")
-        self.ent = Signal(_N, name="rd_ent")      # entries handed over
+        self.i_byte = Signal(range(E), name="rd_i_byte")
+        self.i_ent = Signal(_N, name="rd_i_ent")
         self.count = Signal(_N, name="rd_count")
+        self.v1 = Signal(name="rd_v1")                    # a byte on the block RAM output
+        self.b1 = Signal(range(E), name="rd_b1")
+        self.v2 = Signal(name="rd_v2")                    # a byte in in_byte
+        self.b2 = Signal(range(E), name="rd_b2")
+        self.in_byte = Signal(8, name="rd_in_byte")
         self.asm = Signal(SLOT_BITS, name="rd_asm")
+        self.ent = Signal(_N, name="rd_ent")              # entries handed over
         self.out_valid = Signal(name="rd_out_valid")
         self.out_slot = Signal(SLOT_BITS, name="rd_out_slot")
         self.out_byte = Signal(8, name="rd_out_byte")
-        self.handover = Signal(name="rd_handover")     # comb: an entry is handed over now
+        self.handover = Signal(name="rd_handover")        # comb: an entry is handed over now
         o = owner
-        take = Signal(name="rd_take")
+        issue = Signal(name="rd_issue")
         m.d.comb += [
-            take.eq(self.active & self.ok & ((self.byte != SIFT_ENTRY_BYTES - 1) | ~self.out_valid)),
-            o.rx_addr.eq(Mux(take, self.addr + 1, self.addr)),
+            issue.eq(self.active & ((self.i_byte != E - 1) | ~self.out_valid)),
+            o.rx_addr.eq(self.addr),
             o.rx_hold.eq(self.active),
-            self.handover.eq(take & (self.byte == SIFT_ENTRY_BYTES - 1)),
+            self.handover.eq(self.v2 & (self.b2 == E - 1)),
         ]
-        with m.If(self.active):
-            m.d.sync += self.ok.eq(1)
-        with m.If(take):
-            m.d.sync += self.addr.eq(self.addr + 1)
-            with m.If(self.byte == SIFT_ENTRY_BYTES - 1):
-                m.d.sync += [self.byte.eq(0), self.ent.eq(self.ent + 1), self.out_valid.eq(1),
-                             self.out_slot.eq(self.asm), self.out_byte.eq(o.rx_data)]
-                with m.If(self.ent + 1 == self.count):
+        m.d.sync += [self.v1.eq(issue), self.b1.eq(self.i_byte), self.v2.eq(self.v1),
+                     self.b2.eq(self.b1), self.in_byte.eq(o.rx_data)]
+        with m.If(issue):
+            m.d.sync += [self.addr.eq(self.addr + 1), self.i_byte.eq(self.i_byte + 1)]
+            with m.If(self.i_byte == E - 1):
+                m.d.sync += [self.i_byte.eq(0), self.i_ent.eq(self.i_ent + 1)]
+                with m.If(self.i_ent + 1 == self.count):
                     m.d.sync += self.active.eq(0)
+        with m.If(self.v2):
+            with m.If(self.b2 == E - 1):
+                m.d.sync += [self.ent.eq(self.ent + 1), self.out_valid.eq(1),
+                             self.out_slot.eq(self.asm), self.out_byte.eq(self.in_byte)]
             with m.Else():
-                m.d.sync += [self.byte.eq(self.byte + 1), self.asm.eq(Cat(self.asm[8:], o.rx_data))]
+                m.d.sync += self.asm.eq(Cat(self.asm[8:], self.in_byte))
 
     def start(self, m, count):
-        m.d.sync += [self.active.eq(1), self.ok.eq(0), self.addr.eq(ENTRIES_OFFSET),
-                     self.byte.eq(0), self.ent.eq(0), self.count.eq(count), self.out_valid.eq(0)]
+        m.d.sync += [self.active.eq(1), self.addr.eq(ENTRIES_OFFSET), self.i_byte.eq(0),
+                     self.i_ent.eq(0), self.count.eq(count), self.ent.eq(0), self.out_valid.eq(0)]
 
 
 def _common_ports():
@@ -153,12 +180,13 @@ class AliceSift(wiring.Component):
     SIFTED_KEY from a 32-entry key buffer.
 
     The entry reader assembles each ``(slot, basis)`` from the receive buffer (7 clocks per
-    entry), issues the slot on ``choice_query`` and keeps the basis bit; the answer side takes
-    each choice answer into a 7-byte shift register (slot, answer byte) as the previous one
-    drains, decides keep, writes kept ``(slot, symbol)`` into the key buffer and pulses the
-    counter outputs (registered, one cycle per entry): ``sift_detected`` (OK, not blank),
-    ``sift_sifted`` (kept), ``sift_class`` = ``2 * intensity + basis`` (Alice's) for those two,
-    ``sift_lost`` (status LOST or FUTURE).
+    entry, 2 clocks latency), issues the slot on ``choice_query`` and keeps the basis bit.
+    The answer side takes each choice answer into an answer register; one clock later it
+    decides keep, writes a kept ``(slot, symbol)`` into the key buffer (32 x 56 LUT RAM) and
+    pulses the counter outputs (registered, one clock per entry): ``sift_detected`` (OK, not
+    blank), ``sift_sifted`` (kept), ``sift_class`` = ``2 * intensity + basis`` (Alice's) for
+    those two, ``sift_lost`` (status LOST or FUTURE); the entry then moves into a 7-byte shift
+    register (slot, answer byte) as the previous one drains.
     """
 
     def __init__(self):
@@ -184,38 +212,62 @@ class AliceSift(wiring.Component):
         with m.If(q.valid & q.ready):
             m.d.sync += rd.out_valid.eq(0)
         with m.If(rd.handover):
-            m.d.sync += bb.bit_select(rd.ent[:5], 1).eq(self.rx_data[0])
+            m.d.sync += bb.bit_select(rd.ent[:5], 1).eq(rd.in_byte[0])
 
         ow = Signal(SLOT_BITS + 8)               # answer-side shift register
         ocnt = Signal(range(SIFT_ENTRY_BYTES + 1))
-        a_idx = Signal(_N)                      # answers taken
+        a_idx = Signal(_N)                      # answers taken from the choice memory
+        o_idx = Signal(_N)                      # answers loaded into ow
         kcnt = Signal(_N)                       # entries kept
         count = Signal(_N)
         req_seq = Signal(8)
 
+        # Answer register: decouples the decision from the choice memory's (block RAM) output.
+        r_valid = Signal()
+        r_slot = Signal(SLOT_BITS)
+        r_symbol = Signal(4)
+        r_status = Signal(2)
+        r_basis = Signal()                      # the queried basis of this entry
+        r_new = Signal()                        # first clock of r_valid: decide, count, store key
         ans = self.choice_answer.payload
         a_fire = Signal()
+        m.d.comb += a_fire.eq(self.choice_answer.valid & self.choice_answer.ready)
+        m.d.sync += r_new.eq(a_fire)
+        with m.If(a_fire):
+            # bb[a_idx] was written when entry a_idx was read, >= 2 clocks before its answer
+            m.d.sync += [r_valid.eq(1), r_slot.eq(ans.slot), r_symbol.eq(ans.symbol),
+                         r_status.eq(ans.status), r_basis.eq(bb.bit_select(a_idx[:5], 1)),
+                         a_idx.eq(a_idx + 1)]
+
         ok = Signal()
         inten = Signal(2)
+        detected = Signal()
         keep = Signal()
+        load = Signal()                         # r -> ow this clock
         m.d.comb += [
-            ok.eq(ans.status == CHOICE_OK),
-            inten.eq(Mux(ok, ans.symbol[2:4], 0)),
-            keep.eq(ok & (inten != INTENSITY_BLANK) & (ans.symbol[1] == bb.bit_select(a_idx[:5], 1))),
-            a_fire.eq(self.choice_answer.valid & self.choice_answer.ready),
+            ok.eq(r_status == CHOICE_OK),
+            inten.eq(Mux(ok, r_symbol[2:4], 0)),
+            detected.eq(ok & (inten != INTENSITY_BLANK)),
+            keep.eq(detected & (r_symbol[1] == r_basis)),
             kw.addr.eq(kcnt[:5]),
-            kw.data.eq(Cat(ans.slot, ans.symbol)),
-            kw.en.eq(a_fire & keep),
+            kw.data.eq(Cat(r_slot, r_symbol)),
+            kw.en.eq(r_new & keep),
         ]
         m.d.sync += [self.sift_detected.eq(0), self.sift_sifted.eq(0), self.sift_lost.eq(0)]
-        with m.If(a_fire):
+        with m.If(r_new):
             m.d.sync += [
-                self.sift_detected.eq(ok & (inten != INTENSITY_BLANK)),
+                kcnt.eq(kcnt + keep),
+                self.sift_detected.eq(detected),
                 self.sift_sifted.eq(keep),
                 self.sift_lost.eq(~ok),
-                self.sift_class.eq(Cat(ans.symbol[1], inten)),
-                a_idx.eq(a_idx + 1),
-                kcnt.eq(kcnt + keep),
+                self.sift_class.eq(Cat(r_symbol[1], inten)),
+            ]
+        with m.If(load):
+            m.d.sync += [
+                r_valid.eq(0),
+                ow.eq(Cat(r_slot, keep, inten, r_status, Const(0, 3))),
+                ocnt.eq(SIFT_ENTRY_BYTES),
+                o_idx.eq(o_idx + 1),
             ]
 
         c = self.content
@@ -223,7 +275,8 @@ class AliceSift(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     rd.start(m, self.count)
-                    m.d.sync += [count.eq(self.count), req_seq.eq(self.req_seq), a_idx.eq(0), kcnt.eq(0),
+                    m.d.sync += [count.eq(self.count), req_seq.eq(self.req_seq), a_idx.eq(0), o_idx.eq(0),
+                                 kcnt.eq(0), r_valid.eq(0),
                                  ow.eq(Cat(Const(MsgType.SIFT_ANSWER, 8), self.req_seq, self.count)),
                                  ocnt.eq(3)]
                     m.next = "ANSWER"
@@ -232,17 +285,16 @@ class AliceSift(wiring.Component):
                     self.busy.eq(1),
                     c.valid.eq(ocnt != 0),
                     c.payload.data.eq(ow[:8]),
-                    c.payload.last.eq((ocnt == 1) & (a_idx == count)),
-                    self.choice_answer.ready.eq((a_idx != count) & ((ocnt == 0) | ((ocnt == 1) & c.ready))),
+                    c.payload.last.eq((ocnt == 1) & (o_idx == count)),
+                    self.choice_answer.ready.eq(~r_valid & (a_idx != count)),
+                    load.eq(r_valid & ((ocnt == 0) | ((ocnt == 1) & c.ready))),
                 ]
                 with m.If(c.valid & c.ready):
-                    m.d.sync += [ow.eq(ow >> 8), ocnt.eq(ocnt - 1)]
+                    with m.If(~load):
+                        m.d.sync += [ow.eq(ow >> 8), ocnt.eq(ocnt - 1)]
                     with m.If(c.payload.last):
                         m.d.comb += ser.start.eq(1)
                         m.next = "KEY"
-                with m.If(a_fire):
-                    m.d.sync += [ow.eq(Cat(ans.slot, keep, inten, ans.status, Const(0, 3))),
-                                 ocnt.eq(SIFT_ENTRY_BYTES)]
             with m.State("KEY"):
                 m.d.comb += [self.busy.eq(1), c.valid.eq(ser.content.valid),
                              c.payload.eq(ser.content.payload), ser.content.ready.eq(c.ready)]
@@ -266,8 +318,8 @@ class BobSift(wiring.Component):
       pushes ``(slot, basis, bit)`` (true bit) into the pending queue, then sends one
       DETECTIONS frame (none if the stream went invalid before the first record).
     * ``start`` (SIFT_APPLY): the entry reader assembles each answer (7 clocks); the merge
-      compares it with the queue head (2 clocks per step: registered signed 48-bit compare,
-      then act): older head -> pop, ``sift_unanswered``; same slot -> pop, consume,
+      compares it with the queue head (the queue memory's output, registered; a registered
+      signed 48-bit compare, then the action: 2 clocks per step, 3 after a pop): older head -> pop, ``sift_unanswered``; same slot -> pop, consume,
       ``sift_detected`` (OK and not blank), ``sift_sifted`` + key buffer (kept), ``sift_class``
       = ``2 * intensity + basis`` (Alice's intensity, Bob's basis); otherwise
       ``sift_unmatched``. Then SIFTED_KEY from the key buffer (the same 32 x 64 memory as
@@ -334,12 +386,16 @@ class BobSift(wiring.Component):
         room = Signal(range(D + 1))
         m.d.comb += room.eq(D - level)
 
-        # merge compare stage (registered)
+        # merge: head register (the queue memory's output, registered), then a registered
+        # compare (CMP), then the action (ACT); after a pop the new head needs one more clock
+        # (WAIT) to reach the head register.
+        head = Signal(SLOT_BITS + 2)
+        m.d.sync += head.eq(pr.data)
         older = Signal()
         equal = Signal()
-        head_slot = pr.data[:SLOT_BITS]
-        head_basis = pr.data[SLOT_BITS]
-        head_bit = pr.data[SLOT_BITS + 1]
+        head_slot = head[:SLOT_BITS]
+        head_basis = head[SLOT_BITS]
+        head_bit = head[SLOT_BITS + 1]
         a_slot = rd.out_slot
         a_keep = rd.out_byte[0]
         a_inten = rd.out_byte[1:3]
@@ -358,7 +414,7 @@ class BobSift(wiring.Component):
                     m.d.sync += [count.eq(self.count), req_seq.eq(self.req_seq), kcnt.eq(0), done.eq(0)]
                     m.next = "CMP"
                 with m.Elif(self.start_det):
-                    m.d.sync += [n.eq(0), limit.eq(MAX_DETECTION_RECORDS)]
+                    m.d.sync += [n.eq(0), limit.eq(Mux(room < MAX_DETECTION_RECORDS, room, MAX_DETECTION_RECORDS))]
                     m.next = "COLLECT"
 
             with m.State("COLLECT"):
@@ -396,10 +452,12 @@ class BobSift(wiring.Component):
                 with m.If(older):
                     m.d.comb += pop.eq(1)
                     m.d.sync += self.sift_unanswered.eq(1)
+                    m.next = "WAIT"
                 with m.Else():
                     m.d.sync += [rd.out_valid.eq(0), done.eq(done + 1)]
                     with m.If(equal):
                         m.d.comb += pop.eq(1)
+                        m.next = "WAIT"
                         kept = a_ok & a_keep
                         m.d.comb += [
                             bw.addr.eq(kcnt[:5]),
@@ -414,6 +472,10 @@ class BobSift(wiring.Component):
                         ]
                     with m.Else():
                         m.d.sync += self.sift_unmatched.eq(1)
+
+            with m.State("WAIT"):
+                m.d.comb += self.busy.eq(1)
+                m.next = "CMP"
 
             with m.State("SEND"):
                 m.d.comb += [self.busy.eq(1), c.valid.eq(ser.content.valid),

@@ -87,14 +87,15 @@ async def bob_run(dut):
     clocks, chunks = spec["clocks"], spec["chunks"]
     records, key = [], []
     t0 = time.perf_counter()
-    await link.write(_CTRL.addr, _bit(_CTRL, "RUN") | _bit(_CTRL, "RECORDS"))
+    record_bits = _bit(_CTRL, "RECORD_BITS") if spec.get("record_bits") else 0
+    await link.write(_CTRL.addr, _bit(_CTRL, "RUN") | _bit(_CTRL, "RECORDS") | record_bits)
     chunk = -(-clocks // chunks)
     for _ in range(chunks):
         await link.settle(chunk)
         new = take_records(link)
         records.extend(new)
         await sift(link, alice, new, key)
-    await link.write(_CTRL.addr, _bit(_CTRL, "RECORDS"))          # stop tagging, keep sending
+    await link.write(_CTRL.addr, _bit(_CTRL, "RECORDS") | record_bits)   # stop tagging, keep sending
     await link.settle(2000)
     new = take_records(link)
     records.extend(new)

@@ -313,3 +313,255 @@ def test_device_model_missing_ro_value():
     model = DeviceModel(R, ro={})
     with pytest.raises(KeyError, match="no value for read-only register ID"):
         model.feed(encode_frame(MsgType.REG_READ, 0, P.reg_read(0)))
+
+
+# --- sifting and detection messages --------------------------------------------------------
+
+TOP = 1 << 48
+
+
+def test_sift_constants_match_the_gateware_blocks():
+    from qkdlink.hdl import choice_memory, record_fifo, symbols
+    assert P.RX_MAX_PAYLOAD == 225 == 1 + 7 * 32
+    assert (P.RECORD_BASIS_BIT, P.RECORD_BIT_BIT) == (record_fifo.BASIS_BIT, record_fifo.BIT_BIT)
+    assert P.RECORD_BYTES * 8 == record_fifo.RECORD_BITS
+    assert (P.CHOICE_OK, P.CHOICE_LOST, P.CHOICE_FUTURE) == (
+        choice_memory.STATUS_OK, choice_memory.STATUS_LOST, choice_memory.STATUS_FUTURE)
+    assert P.INTENSITY_BLANK == symbols.INTENSITY_BLANK
+    assert 2 + 7 * 32 <= MAX_PAYLOAD and 1 + 8 * P.MAX_DETECTION_RECORDS <= MAX_PAYLOAD
+
+
+def test_request_length_rule():
+    ok = [n for n in range(0, 256) if P.request_length_ok(MsgType.SIFT_QUERY, n)]
+    assert ok == [1 + 7 * k for k in range(1, 33)]
+    assert ok == [n for n in range(0, 256) if P.request_length_ok(MsgType.SIFT_APPLY, n)]
+    assert P.request_length_ok(MsgType.REG_WRITE, 6) and not P.request_length_ok(MsgType.REG_WRITE, 7)
+    assert not P.request_length_ok(0x55, 0)
+
+
+def test_sift_builders():
+    assert P.sift_query([(0x0102030405FF, 1)]) == b"\x01\xff\x05\x04\x03\x02\x01\x01"
+    q = P.sift_query([(i, i & 1) for i in range(32)])
+    assert len(q) == P.RX_MAX_PAYLOAD and q[0] == 32
+    assert P.sift_apply([(TOP - 1, 0x1F), (0, 0)]) == b"\x02" + b"\xff" * 6 + b"\x1f" + bytes(7)
+    assert P.sift_query(iter([[7, 0]])) == P.sift_query([(7, 0)])     # any iterable of pairs
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: P.sift_query([]), r"sift_query entry count 0 outside 1\.\.32"),
+    (lambda: P.sift_query([(0, 0)] * 33), r"entry count 33 outside 1\.\.32"),
+    (lambda: P.sift_query([(TOP, 0)]), r"entry 0 slot .* outside"),
+    (lambda: P.sift_query([(1, 0), (2, 2)]), r"sift_query entry 1 basis 2 outside 0\.\.1"),
+    (lambda: P.sift_query([(1, 0, 0)]), r"entry 0 must be a \(slot, basis\) pair"),
+    (lambda: P.sift_apply([(1, 0x20)]), r"sift_apply entry 0 answer 32 outside 0\.\.31"),
+    (lambda: P.sift_apply([(-1, 0)]), r"slot -1 outside"),
+    (lambda: P.sift_apply([]), r"sift_apply entry count 0"),
+    (lambda: P.answer_byte(2, 0, 0), r"keep 2 outside"),
+    (lambda: P.answer_byte(1, 4, 0), r"intensity 4 outside"),
+    (lambda: P.key_byte(0, 2, 0), r"basis 2 outside"),
+])
+def test_sift_builders_validate(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_answer_and_key_bytes():
+    for keep in (0, 1):
+        for inten in range(4):
+            for st in range(4):
+                b = P.answer_byte(keep, inten, st)
+                assert b == keep | inten << 1 | st << 3 and P.unpack_answer_byte(b) == (keep, inten, st)
+                assert P.unpack_answer_byte(b | 0xE0) == (keep, inten, st)     # bits 5..7 ignored
+    for bit in (0, 1):
+        for basis in (0, 1):
+            for inten in range(4):
+                k = P.key_byte(bit, basis, inten)
+                assert k == bit | basis << 1 | inten << 2 and P.unpack_key_byte(k) == (bit, basis, inten)
+
+
+def test_slot_older():
+    assert P.slot_older(5, 6) and not P.slot_older(6, 5) and not P.slot_older(5, 5)
+    assert P.slot_older(TOP - 1, 0) and not P.slot_older(0, TOP - 1)      # wraps
+    assert P.slot_older(0, (1 << 47) - 1) and P.slot_older(0, 1 << 47)       # half-way is older
+    assert not P.slot_older(0, (1 << 47) + 1)
+
+
+@pytest.mark.parametrize("msg", [
+    P.SiftAnswer(4, ((TOP - 1, 0x1F), (0x7E7D, 0x7E))),
+    P.SiftAnswer(4, tuple((i, i & 0x1F) for i in range(32))),
+    P.SiftedKey(0, ()),
+    P.SiftedKey(255, ((1, 0x0F), (2, 0))),
+    P.Detections((0, (1 << 64) - 1, 0x7E7E7E7E7E7E7E7E)),
+    P.Detections(tuple(range(30))),
+])
+def test_sift_response_round_trip(msg):
+    (frame,) = FrameDecoder().feed(encode_frame(msg.MSG_TYPE, 0x42, msg.payload()))
+    assert parse_response(frame) == msg
+
+
+def test_detections_has_no_req_seq():
+    assert P.Detections((1,)).req_seq is None
+
+
+@pytest.mark.parametrize("frame,match", [
+    (Frame(0x84, 0, b"\x00\x00"), r"SIFT_ANSWER count 0 outside 1\.\.32"),
+    (Frame(0x84, 0, b"\x00"), "SIFT_ANSWER payload is 1 bytes, expected at least 2"),
+    (Frame(0x84, 0, b"\x00\x02" + bytes(7)), r"SIFT_ANSWER \(count 2\) payload is 9 bytes, expected 16"),
+    (Frame(0x85, 0, b"\x00\x21" + bytes(231)), r"SIFTED_KEY count 33 outside 0\.\.32"),
+    (Frame(0x85, 0, b"\x00\x00\x00"), r"SIFTED_KEY \(count 0\) payload is 3 bytes, expected 2"),
+    (Frame(0x90, 0, b""), "DETECTIONS payload is 0 bytes"),
+    (Frame(0x90, 0, b"\x00"), r"DETECTIONS count 0 outside 1\.\.30"),
+    (Frame(0x90, 0, b"\x1f" + bytes(248)), r"DETECTIONS count 31 outside"),
+    (Frame(0x90, 0, b"\x01" + bytes(7)), r"DETECTIONS \(count 1\) payload is 8 bytes, expected 9"),
+    (Frame(0x04, 0, b""), "SIFT_QUERY.* is a request"),
+    (Frame(0x05, 0, b""), "SIFT_APPLY.* is a request"),
+])
+def test_sift_parse_errors(frame, match):
+    with pytest.raises(ProtocolError, match=match):
+        parse_response(frame)
+
+
+def symbol(bit, basis, inten):
+    return bit | basis << 1 | inten << 2
+
+
+def test_alice_sift_model():
+    table = {1: (symbol(1, 0, 0), 0), 2: (symbol(0, 1, 1), 0), 3: (symbol(0, 0, 3), 0),
+             4: (0, 1), 5: (symbol(1, 1, 2), 0)}
+    lookup = lambda s: table.get(s, (0, 2))
+    answers, kept, counts = P.alice_sift_model(lookup, [(1, 0), (2, 0), (3, 0), (4, 1), (5, 1), (9, 0)])
+    assert answers == [(1, P.answer_byte(1, 0, 0)), (2, P.answer_byte(0, 1, 0)), (3, P.answer_byte(0, 3, 0)),
+                       (4, P.answer_byte(0, 0, 1)), (5, P.answer_byte(1, 2, 0)), (9, P.answer_byte(0, 0, 2))]
+    assert kept == [(1, symbol(1, 0, 0)), (5, symbol(1, 1, 2))]
+    assert counts["detected"] == [1, 0, 0, 1, 0, 1]        # classes 2*intensity + Alice's basis
+    assert counts["sifted"] == [1, 0, 0, 0, 0, 1] and counts["lost"] == 2
+
+
+def test_bob_apply_model():
+    pending = [(TOP - 2, 0, 1), (TOP - 1, 1, 0), (0, 1, 1), (4, 0, 0), (9, 1, 1)]
+    answers = [(TOP - 1, P.answer_byte(1, 1, 0)),      # drops TOP-2, consumes: kept
+               (2, P.answer_byte(1, 0, 0)),            # drops 0; 4 is newer: unmatched
+               (4, P.answer_byte(1, 3, 0)),            # consumed, blank: not detected
+               (4, P.answer_byte(1, 0, 0))]            # already consumed: unmatched
+    kept, rest, counts = P.bob_apply_model(pending, answers)
+    assert kept == [(TOP - 1, P.key_byte(0, 1, 1))]
+    assert rest == [(9, 1, 1)]
+    assert counts["detected"] == [0, 0, 0, 1, 0, 0] and counts["sifted"] == [0, 0, 0, 1, 0, 0]
+    assert (counts["unanswered"], counts["unmatched"]) == (2, 2)
+    assert P.bob_apply_model([], [(1, 1)])[2]["unmatched"] == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_alice_and_bob_keys_pair_up(seed):
+    """End to end through both models: Bob's detections -> Alice's answers -> Bob's merge; both
+    keys list the same slots with the same basis and intensity, and the same bit whenever
+    Bob's detection bit equals Alice's."""
+    rng = random.Random(seed)
+    table = {}
+    for s in range(TOP - 500, TOP + 500):
+        s %= TOP
+        table[s] = (symbol(rng.getrandbits(1), rng.getrandbits(1), rng.randrange(4)), rng.choice((0, 0, 0, 1)))
+    lookup = lambda s: (table[s][0] if table[s][1] == 0 else 0, table[s][1])
+    det = sorted(rng.sample(range(1000), 300))
+    pending = []
+    for i in det:
+        s = (TOP - 500 + i) % TOP
+        pending.append((s, rng.getrandbits(1), lookup(s)[0] & 1 if rng.random() < 0.9 else rng.getrandbits(1)))
+    a_keys, b_keys = [], []
+    for i in range(0, len(pending), 32):
+        chunk = pending[i:i + 32]
+        answers, a_kept, _ = P.alice_sift_model(lookup, [(s, b) for s, b, _ in chunk])
+        answers = [a for a in answers if rng.random() < 0.95]            # lost answers
+        b_kept, pending_rest, _ = P.bob_apply_model(pending[i:], answers)
+        a_keys += [e for e in a_kept if e[0] in {s for s, _ in answers}]
+        b_keys += b_kept
+    assert [s for s, _ in a_keys] == [s for s, _ in b_keys] and a_keys
+    for (s, ka), (_, kb) in zip(a_keys, b_keys):
+        assert P.unpack_key_byte(ka)[1:] == P.unpack_key_byte(kb)[1:]
+
+
+def test_device_model_alice_sifting():
+    from qkdlink.gateware.regmap import ALICE_REGISTERS
+    table = {10: (symbol(1, 0, 1), 0), 11: (symbol(0, 1, 0), 0), 12: (0, 1)}
+    model = DeviceModel(ALICE_REGISTERS, ro={}, choice=lambda s: table.get(s, (0, 2)), sift_query=True)
+    q = P.sift_query([(10, 0), (11, 0), (12, 1), (13, 1)])
+    msgs, frames = model_session(model, [
+        (MsgType.SIFT_QUERY, q),
+        (MsgType.SIFT_QUERY, b"\x03" + q[1:]),                         # count != entries: NAK
+        (MsgType.SIFT_QUERY, q[:-1] + b"\x02"),                        # basis 2: NAK
+        (MsgType.SIFT_QUERY, q[:-1]),                                  # bad length
+        (MsgType.SIFT_QUERY, b"\x00"),                                 # bad length (k = 0)
+        (MsgType.SIFT_APPLY, P.sift_apply([(10, 1)])),                 # not Bob
+        (MsgType.REG_READ, P.reg_read(0xE0, 9)),
+    ])
+    assert msgs[0] == P.SiftAnswer(0, ((10, P.answer_byte(1, 1, 0)), (11, P.answer_byte(0, 0, 0)),
+                                       (12, P.answer_byte(0, 0, 1)), (13, P.answer_byte(0, 0, 2))))
+    assert msgs[1] == P.SiftedKey(0, ((10, symbol(1, 0, 1)),))
+    assert [f.seq for f in frames] == list(range(8))
+    assert msgs[2:6] == [P.Nak(i, NakCode.BAD_LENGTH, MsgType.SIFT_QUERY) for i in range(1, 5)]
+    assert msgs[6] == P.Nak(5, NakCode.UNKNOWN_TYPE, MsgType.SIFT_APPLY)
+    assert msgs[7].values == (4, 0, 0, 0, 0, 1, 2, 0, 7)
+    assert model.sift_counts == {"detected": [0, 1, 1, 0, 0, 0], "sifted": [0, 0, 1, 0, 0, 0], "lost": 2,
+                                 "unanswered": 0, "unmatched": 0}
+    # without sift_query (but with a choice memory) SIFT_QUERY is unknown
+    plain = DeviceModel(ALICE_REGISTERS, ro={}, choice=lambda s: (0, 2))
+    assert model_session(plain, [(MsgType.SIFT_QUERY, q)])[0] == [P.Nak(0, NakCode.UNKNOWN_TYPE, 0x04)]
+
+
+def test_device_model_bob_records_and_apply():
+    from qkdlink.gateware.regmap import BOB_REGISTERS
+    from qkdlink.hdl.record_fifo import pack_record
+    B = BOB_REGISTERS
+    model = DeviceModel(B, ro={}, sift_apply=True, pending_depth=40)
+    recs = [pack_record(100 + i, i & 1, 1, 3, 0, 0) for i in range(70)]
+    model.add_records(recs)
+    assert model.feed(b"") == b"" and len(model.waiting) == 70        # CTRL.RECORDS is 0
+    out = model.feed(encode_frame(MsgType.REG_WRITE, 0, P.reg_write(B["CTRL"].addr, 0b010)))
+    msgs = [parse_response(f) for f in FrameDecoder().feed(out)]
+    assert isinstance(msgs[0], P.WriteAck)
+    assert [len(x.records) for x in msgs[1:]] == [30, 10]             # pending queue full at 40
+    assert msgs[1].records[0] == recs[0] & ~(1 << 49)                 # bit hidden
+    assert model.pending[0] == (100, 0, 1) and len(model.waiting) == 30
+    answers = [(100 + i, P.answer_byte(1, 2, 0)) for i in range(0, 20, 2)]
+    out = model.feed(encode_frame(MsgType.SIFT_APPLY, 1, P.sift_apply(answers)))
+    msgs = [parse_response(f) for f in FrameDecoder().feed(out)]
+    assert msgs[0] == P.SiftedKey(1, tuple((100 + i, P.key_byte(1, 0, 2)) for i in range(0, 20, 2)))
+    assert [len(x.records) for x in msgs[1:]] == [19]                 # room freed: 10 + 9 dropped
+    assert model.sift_counts["unanswered"] == 9 and model.sift_counts["sifted"][4] == 10
+    model.feed(encode_frame(MsgType.REG_WRITE, 2, P.reg_write(B["CTRL"].addr, 0b110)))
+    assert model.waiting == recs[59:]                                 # queue full again
+    out = model.feed(encode_frame(MsgType.SIFT_APPLY, 3, P.sift_apply([(1000, 0)])))   # drops all
+    assert parse_response(FrameDecoder().feed(out)[1]).records == tuple(recs[59:])   # bits shown
+    assert model.sift_counts["unanswered"] == 9 + 40 and model.sift_counts["unmatched"] == 1
+    assert model.pending == [(159 + i, (59 + i) & 1, 1) for i in range(11)] and model.waiting == []
+    msgs, _ = model_session(model, [(MsgType.SIFT_APPLY, b"\x02" + P.sift_apply([(1, 0)])[1:]),
+                                    (MsgType.SIFT_APPLY, bytes(9)),
+                                    (MsgType.SIFT_QUERY, P.sift_query([(1, 0)])),
+                                    (MsgType.CHOICE_QUERY, P.choice_query(1, 1))], seq0=4)
+    assert msgs == [P.Nak(4, NakCode.BAD_LENGTH, 0x05), P.Nak(5, NakCode.BAD_LENGTH, 0x05),
+                    P.Nak(6, NakCode.UNKNOWN_TYPE, 0x04), P.Nak(7, NakCode.UNKNOWN_TYPE, 0x03)]
+    assert (model.counters["rx_frames"], model.counters["rx_bad_length"]) == (5, 1)
+
+
+def test_device_model_bob_without_ctrl_fields():
+    model = DeviceModel(R, ro={}, sift_apply=True, pending_depth=4)   # Alice's map: no RECORDS field
+    model.add_records([1, 2, 3, 1 << 49 | 4, 5])
+    msgs = [parse_response(f) for f in FrameDecoder().feed(model.feed(b""))]
+    assert msgs == [P.Detections((1, 2, 3, 4))] and model.waiting == [5]
+    model.records_enable, model.record_bits = 0, 1
+    model.feed(encode_frame(MsgType.SIFT_APPLY, 0, P.sift_apply([(4, 0)])))
+    assert model.waiting == [5]
+    model.records_enable = 1
+    assert [parse_response(f) for f in FrameDecoder().feed(model.feed(b""))] == [P.Detections((5,))]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"sift_query": True}, "sift_query needs a choice memory"),
+    ({"sift_apply": True, "choice": {}}, "does not combine"),
+    ({"sift_apply": True, "pending_depth": 0}, "pending_depth 0 outside"),
+])
+def test_device_model_rejects(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DeviceModel(R, ro={}, **kwargs)
+    with pytest.raises(ValueError, match="no sift_apply"):
+        DeviceModel(R, ro={}).add_records([1])

@@ -535,6 +535,28 @@ def test_bob_wrap_and_ordering():
     assert model.pending == []
 
 
+def test_bob_duplicates_and_empty_queue():
+    """A consumed (or dropped) detection is gone: a repeated answer is unmatched, also when the
+    queue is empty and its memory still holds the consumed entry (depth 2: wraps at once).
+    Malformed answers (keep with LOST or blank) consume but are not kept."""
+    h = Host()
+    h.step([rec(10, 0, 1), rec(11, 1, 0)])
+    h.apply([(11, P.answer_byte(1, 1, 0)), (11, P.answer_byte(1, 1, 0))])
+    h.step()
+    h.apply([(11, P.answer_byte(1, 0, 0)), (10, P.answer_byte(1, 0, 0))])
+    h.step([rec(12, 0, 1)])
+    h.apply([(12, P.answer_byte(1, 2, 0)), (12, P.answer_byte(1, 2, 0))])
+    h.step([rec(13, 0, 1), rec(14, 1, 1)])
+    h.apply([(13, P.answer_byte(1, 3, 0)), (14, P.answer_byte(1, 0, 1))])
+    msgs, res, model = run(h, role="bob", ctrl=CTRL_RECORDS | CTRL_RECORD_BITS, pending_depth=2)
+    keys = [x for x in msgs if isinstance(x, P.SiftedKey)]
+    assert keys == [P.SiftedKey(0, ((11, P.key_byte(0, 1, 1)),)), P.SiftedKey(1, ()),
+                    P.SiftedKey(2, ((12, P.key_byte(1, 0, 2)),)), P.SiftedKey(3, ())]
+    assert (model.sift_counts["unanswered"], model.sift_counts["unmatched"]) == (1, 4)
+    assert sum(model.sift_counts["detected"]) == 2
+    assert res["pending_level"] == 0
+
+
 def test_bob_pending_full_records_wait():
     rng = random.Random(9)
     recs = records_for(range(0, 300, 3), rng)                       # 100 records, depth 40
