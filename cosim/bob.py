@@ -106,7 +106,7 @@ def write_events(path: Path, det: np.ndarray, sync: np.ndarray, S: int) -> int:
 
 def run_bob_cosim(params: BobParams, settings: BobSettings, det: np.ndarray, sync: np.ndarray,
                   alice_codes: np.ndarray, alice_first_slot: int, *, chunks: int = 10, record_bits: bool = False,
-                  choice_depth_slots: int | None = None, work_dir: Path | None = None,
+                  sift: bool = True, keep_records: bool = False, work_dir: Path | None = None,
                   waves: bool = False) -> dict:
     """Replay ``det``/``sync`` into the Verilated Bob, play Alice's host, compare with the models.
 
@@ -119,7 +119,7 @@ def run_bob_cosim(params: BobParams, settings: BobSettings, det: np.ndarray, syn
     build_dir = build_bob(params, waves=waves)
     t_build = time.perf_counter() - t0
     spec = {"params": params.as_dict(), "settings": settings.as_dict(), "clocks": n, "chunks": chunks,
-            "alice_first_slot": int(alice_first_slot), "record_bits": bool(record_bits)}
+            "alice_first_slot": int(alice_first_slot), "record_bits": bool(record_bits), "sift": bool(sift)}
     with tempfile.TemporaryDirectory(prefix="qkdlink-bob-") as tmp:
         work = Path(work_dir) if work_dir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -173,11 +173,13 @@ def run_bob_cosim(params: BobParams, settings: BobSettings, det: np.ndarray, syn
     pending = [(s, b, (int(r) >> 49) & 1) for s, b, r in zip(slots, bases, expect.records)]
     bob_kept, _, _ = proto.bob_apply_model(pending, answers)
     got_key = [tuple(e) for e in measured["sifted_key"]]
-    if got_key != [tuple(e) for e in bob_kept]:
+    if sift and got_key != [tuple(e) for e in bob_kept]:
         mismatches.append(f"sifted key: {len(got_key)} entries from the gateware, {len(bob_kept)} expected")
     alice_key = {s: k for s, k in alice_kept}
     errors = sum(1 for s, k in got_key if (alice_key.get(s, -1) & 1) != (k & 1))
+    extra = {"received_records": [int(r) for r in records], "expected_records": [int(r) for r in sent]} if keep_records else {}
     return {
+        **extra,
         "params": params.as_dict(), "settings": settings.as_dict(), "clocks": n_run,
         "slots": n_run * P, "events": n_events,
         "model_agreement": not mismatches, "mismatches": mismatches,

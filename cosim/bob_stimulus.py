@@ -18,7 +18,7 @@ import numpy as np
 
 from ..hdl.sync import sync_bits_model
 
-__all__ = ["ChannelStimulus", "make_stimulus", "pack_words"]
+__all__ = ["ChannelStimulus", "make_stimulus", "make_stimulus_with_jump", "pack_words"]
 
 
 @dataclass
@@ -88,3 +88,22 @@ def make_stimulus(S: int, P: int, n_clocks: int, codes: np.ndarray, *, alice_fir
     sync = pack_words(lines[4, :n_samples], S)
     return ChannelStimulus(det=det, sync=sync, alice_first_slot=alice_first_slot,
                            click_slots=j[hit])
+
+
+def make_stimulus_with_jump(S: int, P: int, n_clocks: int, codes: np.ndarray, *, alice_first_slot: int,
+                            jump_clock: int, jump_slots: int, **kwargs) -> ChannelStimulus:
+    """As :func:`make_stimulus`, but at clock ``jump_clock`` Alice's numbering jumps by
+    ``jump_slots`` (a fibre length change seen by Bob as a shifted slot grid).
+
+    ``codes`` must cover ``n_clocks * P + jump_slots`` slots from ``alice_first_slot``.
+    """
+    K = S // P
+    first = make_stimulus(S, P, jump_clock, codes, alice_first_slot=alice_first_slot, **kwargs)
+    offset = jump_clock * S // K + jump_slots
+    kwargs = dict(kwargs, seed=kwargs.get("seed", 1) + 1)
+    second = make_stimulus(S, P, n_clocks - jump_clock, codes[offset:],
+                           alice_first_slot=alice_first_slot + offset, **kwargs)
+    return ChannelStimulus(det=np.concatenate([first.det, second.det]),
+                           sync=np.concatenate([first.sync, second.sync]),
+                           alice_first_slot=alice_first_slot,
+                           click_slots=np.concatenate([first.click_slots, second.click_slots + offset]))
