@@ -1,5 +1,7 @@
 """End-to-end sifting co-simulation: Alice and Bob gateware in one Verilated design.
 
+Alice emits continuously; the hosts sift concurrently, polling Bob's detections.
+
 An ideal channel (``cosim/sv/ideal_channel.sv``: loss only, no errors) connects Alice's
 pins to Bob's inputs inside the simulator; the testbench (:mod:`qkdlink.cosim.tb.link_tb`)
 plays both hosts: it passes Bob's detections to Alice (SIFT_QUERY), Alice's answers to Bob
@@ -70,10 +72,12 @@ def run_link_cosim(alice: AliceParams, bob: BobParams, alice_settings: AliceSett
     t0 = time.perf_counter()
     build_dir = build(f"link-s{S}p{P}", sources, TOPLEVEL)
     t_build = time.perf_counter() - t0
-    # Bursts short enough that every detection is sifted before Alice's choice memory wraps.
-    burst_clocks = alice.choice_depth_slots // (4 * P)
+    # The hosts look for new detections every poll_clocks clocks, well inside the time Alice's
+    # choice memory keeps a slot (depth / P clocks), as a real host would.
+    poll_clocks = max(256, alice.choice_depth_slots // (8 * P))
+    slots = -(-slots // P) * P
     spec = {"alice": alice_settings.as_dict(), "bob": bob_settings.as_dict(), "slots_per_clock": P,
-            "bursts": -(-slots // (burst_clocks * P)), "burst_clocks": burst_clocks}
+            "slots": slots, "poll_clocks": poll_clocks}
     with tempfile.TemporaryDirectory(prefix="qkdlink-link-") as tmp:
         work = Path(work_dir) if work_dir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

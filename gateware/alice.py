@@ -25,7 +25,7 @@ from ..hdl.sync import SyncMarker, FRAME_LOG2_MIN, FRAME_LOG2_MAX
 from ..hdl.choice_memory import ChoiceMemory
 from ..hdl.regbank import RegisterBank
 from ..hdl.hostlink import HostLink
-from .regmap import ALICE_REGISTERS, ID_ALICE, REGMAP_VERSION, COUNTER48_NAMES
+from .regmap import ALICE_REGISTERS, ID_ALICE, REGMAP_VERSION, COUNTER48_NAMES, SIFT_COUNTER_NAMES
 
 __all__ = ["Alice", "AliceParams", "symbol_digest_bits", "pin_digest_bits", "LINK_COUNTERS"]
 
@@ -118,7 +118,7 @@ class Alice(wiring.Component):
         m = Module()
 
         m.submodules.regs = regs = RegisterBank(ALICE_REGISTERS)
-        m.submodules.link = link = HostLink(choice_query=True)
+        m.submodules.link = link = HostLink(choice_query=True, sift_query=True)
         m.submodules.entropy = ent = EntropySource(P, has_prng=p.has_prng, has_qrng=p.has_qrng)
         m.submodules.symbols = sel = SymbolSelector(P)
         m.submodules.sync_marker = sync = SyncMarker(P, p.frame_log2)
@@ -260,8 +260,19 @@ class Alice(wiring.Component):
             dpin.data.eq(Cat(lasers.samples.as_value(), sync_shaper.samples.as_value(), s2_im)),
         ]
 
+        # Sifting counters (per intensity class and basis), from the link's SIFT_QUERY executor.
+        sift = {name: Signal(48, name=name.lower()) for name in SIFT_COUNTER_NAMES + ("SNAP_SIFT_LOST",)}
+        for k, name in enumerate(SIFT_COUNTER_NAMES):
+            pulse = link.sift_detected if "DETECTED" in name else link.sift_sifted
+            increments[name] = pulse & (link.sift_class == k % 6)
+        increments["SNAP_SIFT_LOST"] = link.sift_lost
+        with m.If(clear):
+            m.d.sync += [c.eq(0) for c in sift.values()]
+        with m.Else():
+            m.d.sync += [c.eq(c + increments[name]) for name, c in sift.items()]
+
         # Snapshot shadows and status.
-        snap = {name: Signal(48, name=f"snap_{name.lower()}") for name in COUNTER48_NAMES}
+        snap = {name: Signal(48, name=f"snap_{name.lower()}") for name in COUNTER48_NAMES + tuple(sift)}
         snap_rct = Signal(32)
         snap_apt = Signal(32)
         snap_dsym = Signal(32)
@@ -269,6 +280,7 @@ class Alice(wiring.Component):
         with m.If(snapshot):
             m.d.sync += snap["SNAP_SLOT"].eq(next_slot)
             m.d.sync += [snap[n].eq(counters[n]) for n in counters]
+            m.d.sync += [snap[n].eq(sift[n]) for n in sift]
             m.d.sync += [snap_rct.eq(rct_fails), snap_apt.eq(apt_fails),
                          snap_dsym.eq(dsym.crc), snap_dpin.eq(dpin.crc)]
         for name, sig in snap.items():

@@ -29,7 +29,7 @@ def _bit(reg, name):
 
 async def read_bob_counters(bob: HostLinkDriver) -> dict:
     await bob.write(B["CMD"].addr, _bit(B["CMD"], "SNAPSHOT"))
-    names = ["SNAP_DETECTED_Z", "SNAP_DETECTED_X", "SNAP_UNLOCKED_DETECTIONS"]
+    names = ["SNAP_DETECTED_Z", "SNAP_DETECTED_X", "SNAP_UNLOCKED_DETECTIONS", "SNAP_DOUBLE", "SNAP_CROSS", "SNAP_SUPPRESSED"]
     out = {}
     for n in names:
         lo, hi = await bob.read(B[f"{n}_LO"].addr, 2)
@@ -65,14 +65,9 @@ async def link_sifting(dut):
     await bob.write(B["CTRL"].addr, _bit(B["CTRL"], "RUN") | _bit(B["CTRL"], "RECORDS"))
 
     alice_key, bob_key, answers_total, records_total = [], [], [], 0
-    stop = 0
-    for _ in range(spec["bursts"]):
-        stop += spec["burst_clocks"] * P
-        for addr, value in burst_writes(stop):
-            await alice.write(addr, value)
-        await alice.write(*RUN)
-        await alice.settle(spec["burst_clocks"] + 200)   # emission, fibre and Bob's pipeline
-        await bob.settle(400)                            # Bob's last DETECTIONS frames
+
+    async def sift_new_detections():
+        nonlocal records_total
         records = take_records(bob)
         records_total += len(records)
         queries = [(r & ((1 << 48) - 1), (r >> 48) & 1) for r in records]
@@ -84,6 +79,18 @@ async def link_sifting(dut):
             bkey = await bob.request(proto.MsgType.SIFT_APPLY, proto.sift_apply(list(ans.entries)))
             assert isinstance(bkey, proto.SiftedKey), bkey
             bob_key.extend(bkey.entries)
+
+    # Alice emits continuously up to the stop slot while the hosts sift concurrently.
+    for addr, value in burst_writes(spec["slots"]):
+        await alice.write(addr, value)
+    await alice.write(*RUN)
+    running = True
+    while running:
+        await bob.settle(spec["poll_clocks"])
+        await sift_new_detections()
+        running = bool((await alice.read(A["STATUS"].addr))[0] & 1)
+    await bob.settle(400)                      # fibre, Bob's pipeline, last DETECTIONS frames
+    await sift_new_detections()
 
     await alice.write(*SNAPSHOT)
     alice_snap = unpack_snapshot(await alice.read(SNAP_FIRST, SNAP_COUNT))
