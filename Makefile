@@ -17,6 +17,7 @@ env: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/qkdlink cosim-tx
+	$(BIN)/qkdlink cosim-link
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests

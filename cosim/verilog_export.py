@@ -32,10 +32,17 @@ LINT_WAIVERS = {
 def endpoint_verilog(role: str, cfg) -> tuple[str, str]:
     """(module name, Verilog text) of an endpoint built from a link config."""
     from amaranth.back import verilog
+    from ..gateware.alice import Alice, AliceParams
+    from ..gateware.bob import Bob, BobParams
+    from ..gateware.link import Link
     if role == "alice":
-        from ..gateware.alice import Alice, AliceParams
         return "alice", verilog.convert(Alice(AliceParams.from_config(cfg.gateware)), name="alice")
-    raise ValueError(f"role {role!r}: must be 'alice'")
+    if role == "bob":
+        return "bob", verilog.convert(Bob(BobParams.from_config(cfg.gateware)), name="bob")
+    if role == "link":
+        top = Link(AliceParams.from_config(cfg.gateware), BobParams.from_config(cfg.gateware))
+        return "link", verilog.convert(top, name="link")
+    raise ValueError(f"role {role!r}: must be one of 'alice', 'bob', 'link'")
 
 
 def export_verilog(role: str, cfg, out: Path, *, lint: bool = True):

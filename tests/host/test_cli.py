@@ -14,7 +14,7 @@ def run(*args):
 def test_help_lists_every_command():
     out = run("--help")
     assert out.returncode == 0
-    for cmd in ("cosim-tx", "verilog", "config", "regmap"):
+    for cmd in ("cosim-tx", "cosim-link", "verilog", "config", "regmap"):
         assert cmd in out.stdout
 
 
@@ -54,16 +54,19 @@ def test_bad_slot_counts_are_usage_errors(bad):
     assert out.returncode == 2 and "--slots" in out.stderr
 
 
-def test_regmap_prints_the_alice_map(capsys):
+def test_regmap_prints_the_maps(capsys):
     assert main(["regmap", "--role", "alice"]) == 0
     text = capsys.readouterr().out
     assert "SNAP_DIGEST_SYMBOLS" in text and "`0x0011` | CMD | strobe" in text
+    assert main(["regmap", "--role", "bob"]) == 0
+    assert "SNAP_DIGEST_RECORDS" in capsys.readouterr().out
 
 
-def test_verilog_export_is_lint_clean(tmp_path, capsys):
+@pytest.mark.parametrize("role", ["alice", "bob", "link"])
+def test_verilog_export_is_lint_clean(tmp_path, role):
     """`qkdlink verilog` writes Verilog that Verilator lints with -Wall minus listed waivers."""
-    assert main(["verilog", "--role", "alice", "--out", str(tmp_path)]) == 0
-    v = (tmp_path / "alice.v").read_text()
-    assert "module alice(" in v
+    assert main(["verilog", "--role", role, "--out", str(tmp_path)]) == 0
+    v = (tmp_path / f"{role}.v").read_text()
+    assert f"module {role}(" in v
     waivers = (tmp_path / "LINT_WAIVERS.md").read_text()
     assert "UNUSEDSIGNAL" in waivers
