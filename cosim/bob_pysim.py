@@ -16,6 +16,7 @@ from amaranth.sim import Simulator
 from ..gateware.bob import Bob, BobParams
 from ..gateware.bob_model import BobSettings
 from ..gateware.regmap import BOB_REGISTERS as R, BOB_COUNTER32_NAMES
+from .bob_sequence import setup_writes
 from .pysim_link import PySimLink
 
 __all__ = ["run_bob_pysim"]
@@ -40,16 +41,8 @@ def run_bob_pysim(params: BobParams, settings: BobSettings, det: np.ndarray, syn
     async def bench(ctx):
         link = PySimLink(ctx, dut, probe=dut.running)
         cmd, ctrl = R["CMD"], R["CTRL"]
-        writes = [("SEED_LO", settings.seed & 0xFFFFFFFF), ("SEED_HI", settings.seed >> 32),
-                  ("GATE_OFFSET_SAMPLES", settings.gate_offset_samples),
-                  ("GATE_WIDTH_SAMPLES", settings.gate_width_samples),
-                  ("DEAD_TIME_SAMPLES", settings.dead_time_samples),
-                  ("DELAY_SYNC_SAMPLES", settings.delay_sync_samples),
-                  ("SYNC_LOSS_FRAMES", settings.sync_loss_frames)]
-        writes += [(f"DELAY_{d}_SAMPLES", v) for d, v in zip("HVDA", settings.delay_samples)]
-        for name, value in writes:
-            await link.write(R[name].addr, value)
-        await link.write(cmd.addr, (1 << cmd.field("LOAD_SEED").offset) | (1 << cmd.field("CLEAR_COUNTERS").offset))
+        for addr, value in setup_writes(settings.as_dict()):
+            await link.write(addr, value)
         # RUN takes effect during the write; the clocks it already ran (with zero input) are
         # counted so that the model can be given the same run.
         link.probe_ticks = 0

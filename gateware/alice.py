@@ -20,8 +20,8 @@ from amaranth.utils import ceil_log2
 
 from ..hdl.entropy import EntropySource, ENTROPY_BITS_PER_SLOT
 from ..hdl.symbols import SymbolSelector, LaserDriver, INTENSITY_BLANK
-from ..hdl.pulses import PulseShaper
-from ..hdl.sync import SyncMarker, FRAME_LOG2_MIN, FRAME_LOG2_MAX
+from ..hdl.pulses import PulseShaper, check_geometry
+from ..hdl.sync import SyncMarker, check_frame_log2
 from ..hdl.choice_memory import ChoiceMemory
 from ..hdl.regbank import RegisterBank
 from ..hdl.hostlink import HostLink
@@ -52,16 +52,10 @@ class AliceParams:
 
     def __init__(self, samples_per_clock=4, slots_per_clock=4, choice_depth_slots=16384,
                  frame_log2=12, has_prng=True, has_qrng=True):
-        if samples_per_clock not in (1, 2, 4, 8):
-            raise ValueError(f"samples_per_clock = {samples_per_clock!r}: must be one of 1, 2, 4, 8")
-        if slots_per_clock not in (1, 2, 4):
-            raise ValueError(f"slots_per_clock = {slots_per_clock!r}: must be one of 1, 2, 4")
-        if samples_per_clock % slots_per_clock:
-            raise ValueError(f"slots_per_clock = {slots_per_clock} must divide samples_per_clock = {samples_per_clock}")
+        check_geometry(samples_per_clock, slots_per_clock)
+        check_frame_log2(frame_log2)
         if choice_depth_slots & (choice_depth_slots - 1) or choice_depth_slots < 2 * slots_per_clock:
             raise ValueError(f"choice_depth_slots = {choice_depth_slots}: must be a power of two >= {2 * slots_per_clock}")
-        if not FRAME_LOG2_MIN <= frame_log2 <= FRAME_LOG2_MAX:
-            raise ValueError(f"frame_log2 = {frame_log2}: must be in [{FRAME_LOG2_MIN}, {FRAME_LOG2_MAX}]")
         if not (has_prng or has_qrng):
             raise ValueError("at least one entropy source (PRNG or QRNG) must be built in")
         self.samples_per_clock = samples_per_clock

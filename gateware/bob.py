@@ -21,7 +21,8 @@ from ..hdl.timetagger import TimeTagger
 from ..hdl.sync_sampler import SyncSampler
 from ..hdl.detection import DetectionCombiner
 from ..hdl.sync_rx import SyncReceiver
-from ..hdl.sync import FRAME_LOG2_MIN, FRAME_LOG2_MAX
+from ..hdl.sync import check_frame_log2
+from ..hdl.pulses import check_geometry
 from ..hdl.histogram import FineTimeHistogram
 from ..hdl.record_rows import RecordRowFifo
 from ..hdl.record_fifo import pack_record_value
@@ -47,14 +48,8 @@ class BobParams:
 
     def __init__(self, samples_per_clock=4, slots_per_clock=4, frame_log2=12, record_rows=256,
                  pending_depth=1024, max_delay_samples=None):
-        if samples_per_clock not in (1, 2, 4, 8):
-            raise ValueError(f"samples_per_clock = {samples_per_clock!r}: must be one of 1, 2, 4, 8")
-        if slots_per_clock not in (1, 2, 4):
-            raise ValueError(f"slots_per_clock = {slots_per_clock!r}: must be one of 1, 2, 4")
-        if samples_per_clock % slots_per_clock:
-            raise ValueError(f"slots_per_clock = {slots_per_clock} must divide samples_per_clock = {samples_per_clock}")
-        if not FRAME_LOG2_MIN <= frame_log2 <= FRAME_LOG2_MAX:
-            raise ValueError(f"frame_log2 = {frame_log2}: must be in [{FRAME_LOG2_MIN}, {FRAME_LOG2_MAX}]")
+        check_geometry(samples_per_clock, slots_per_clock)
+        check_frame_log2(frame_log2)
         for name, v in (("record_rows", record_rows), ("pending_depth", pending_depth)):
             if v < 2 or v & (v - 1):
                 raise ValueError(f"{name} = {v}: must be a power of two >= 2")

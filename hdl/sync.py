@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 __all__ = [
     "SYNC_PREAMBLE", "SYNC_PREAMBLE_BITS", "SYNC_TIMESTAMP_BITS", "SYNC_CRC_BITS",
     "SYNC_MARKER_BITS", "FRAME_LOG2_MIN", "FRAME_LOG2_MAX", "SLOT_BITS",
-    "crc8_smbus", "SyncMarker", "sync_bits_model", "encode_sync_marker", "decode_sync_marker",
+    "crc8_smbus", "check_frame_log2", "SyncMarker", "sync_bits_model", "encode_sync_marker", "decode_sync_marker",
 ]
 
 SYNC_PREAMBLE = 0xF9A8
@@ -44,6 +44,13 @@ def _crc8_table() -> np.ndarray:
 
 
 _CRC8_TABLE = _crc8_table()
+
+
+def check_frame_log2(frame_log2: int) -> int:
+    """Validate the sync frame length exponent; returns it."""
+    if not FRAME_LOG2_MIN <= frame_log2 <= FRAME_LOG2_MAX:
+        raise ValueError(f"frame_log2 = {frame_log2!r}: must be in [{FRAME_LOG2_MIN}, {FRAME_LOG2_MAX}]")
+    return frame_log2
 
 
 def crc8_smbus(data: bytes) -> int:

@@ -17,6 +17,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
+from qkdlink.cosim.bob_sequence import setup_writes
 from qkdlink.cosim.tb.hostlink_driver import HostLinkDriver
 from qkdlink.gateware import protocol as proto
 from qkdlink.gateware.regmap import BOB_REGISTERS as R, BOB_COUNTER48_NAMES, BOB_COUNTER32_NAMES, HISTOGRAM_BINS
@@ -77,14 +78,8 @@ async def bob_run(dut):
     await ClockCycles(dut.clk, 2)
 
     ident = await link.read(R["ID"].addr, 3)
-    writes = [("SEED_LO", st["seed"] & 0xFFFFFFFF), ("SEED_HI", st["seed"] >> 32),
-              ("GATE_OFFSET_SAMPLES", st["gate_offset_samples"]), ("GATE_WIDTH_SAMPLES", st["gate_width_samples"]),
-              ("DEAD_TIME_SAMPLES", st["dead_time_samples"]), ("DELAY_SYNC_SAMPLES", st["delay_sync_samples"]),
-              ("SYNC_LOSS_FRAMES", st["sync_loss_frames"])]
-    writes += [(f"DELAY_{d}_SAMPLES", v) for d, v in zip("HVDA", st["delay_samples"])]
-    for name, value in writes:
-        await link.write(R[name].addr, value)
-    await link.write(_CMD.addr, _bit(_CMD, "LOAD_SEED") | _bit(_CMD, "CLEAR_COUNTERS") | _bit(_CMD, "CLEAR_HISTOGRAM"))
+    for addr, value in setup_writes(st):
+        await link.write(addr, value)
 
     clocks, chunks = spec["clocks"], spec["chunks"]
     records, key = [], []

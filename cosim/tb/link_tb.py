@@ -15,6 +15,7 @@ import cocotb
 from cocotb.triggers import ClockCycles
 
 from qkdlink.cosim.alice_sequence import setup_writes, burst_writes, unpack_snapshot, SNAP_FIRST, SNAP_COUNT, RUN, SNAPSHOT
+from qkdlink.cosim.bob_sequence import setup_writes as bob_setup_writes
 from qkdlink.cosim.tb.hostlink_driver import HostLinkDriver
 from qkdlink.cosim.tb.bob_tb import take_records
 from qkdlink.gateware import protocol as proto
@@ -51,17 +52,8 @@ async def link_sifting(dut):
 
     for addr, value in setup_writes(spec["alice"]):
         await alice.write(addr, value)
-    st = spec["bob"]
-    for name, value in (("SEED_LO", st["seed"] & 0xFFFFFFFF), ("SEED_HI", st["seed"] >> 32),
-                        ("GATE_OFFSET_SAMPLES", st["gate_offset_samples"]),
-                        ("GATE_WIDTH_SAMPLES", st["gate_width_samples"]),
-                        ("DEAD_TIME_SAMPLES", st["dead_time_samples"]),
-                        ("DELAY_SYNC_SAMPLES", st["delay_sync_samples"])):
-        await bob.write(B[name].addr, value)
-    for d, v in zip("HVDA", st["delay_samples"]):
-        await bob.write(B[f"DELAY_{d}_SAMPLES"].addr, v)
-    cmd = B["CMD"]
-    await bob.write(cmd.addr, _bit(cmd, "LOAD_SEED") | _bit(cmd, "CLEAR_COUNTERS"))
+    for addr, value in bob_setup_writes(spec["bob"]):
+        await bob.write(addr, value)
     await bob.write(B["CTRL"].addr, _bit(B["CTRL"], "RUN") | _bit(B["CTRL"], "RECORDS"))
 
     alice_key, bob_key, answers_total, records_total = [], [], [], 0
