@@ -42,7 +42,6 @@ async def read_bob_counters(bob: HostLinkDriver) -> dict:
 @cocotb.test()
 async def link_sifting(dut):
     spec = json.loads(Path(os.environ["QKDLINK_TB_SPEC"]).read_text())
-    P = spec["slots_per_clock"]
     alice = HostLinkDriver(dut.alice_pump, clock_period_ns=CLOCK_PERIOD_NS)
     bob = HostLinkDriver(dut.bob_pump, clock_period_ns=CLOCK_PERIOD_NS)
     dut.rst.value = 1

@@ -7,7 +7,6 @@ Bob sends, the record digest, all counters (detections, double and cross-basis c
 dead-time suppressions, out-of-gate edges, sync locks, good/mismatched markers, sifting
 counters), the fine-time histograms, and every sifted key entry.
 """
-import numpy as np
 import pytest
 
 from qkdlink.cosim.bob import run_bob_cosim
