@@ -83,6 +83,9 @@ async def link_sifting(dut):
     await bob.settle(400)                      # fibre, Bob's pipeline, last DETECTIONS frames
     await sift_new_detections()
 
+    # Choice-memory overrun: slot 0 is long overwritten; Alice must answer LOST and count it.
+    lost_ans, lost_key = await alice.request(proto.MsgType.SIFT_QUERY, proto.sift_query([(0, 0)]), answers=2)
+
     await alice.write(*SNAPSHOT)
     alice_snap = unpack_snapshot(await alice.read(SNAP_FIRST, SNAP_COUNT))
     sift_names = [n for n in (r.name for r in A) if n.startswith("SNAP_SIFT_")]
@@ -92,6 +95,7 @@ async def link_sifting(dut):
     Path(os.environ["QKDLINK_TB_OUT"]).write_text(json.dumps({
         "alice_key": [list(e) for e in alice_key], "bob_key": [list(e) for e in bob_key],
         "answers": [list(e) for e in answers_total], "records": records_total,
+        "lost_probe": [list(e) for e in lost_ans.entries], "lost_probe_key": [list(e) for e in lost_key.entries],
         "alice_snapshot": alice_snap, "bob_counters": bob_counts,
         "alice_sift_regs": dict(zip(sift_names, alice_sift_regs)),
         "bob_sift_regs": bob_sift_regs,

@@ -32,6 +32,10 @@ def test_sifted_keys_identical_through_an_ideal_channel(S, P, pz_q15):
     assert len(alice_key) == k
     # all detections were answered in time (Alice's choice memory never overran)
     assert all(a[2] == 0 for a in answers)
+    # a query for an overwritten slot is answered LOST (never with stale data) and counted
+    (slot, answer), = out["lost_probe"]
+    assert proto.unpack_answer_byte(answer) == (0, 0, 1) and out["lost_probe_key"] == []
+    assert out["alice_sift_regs"]["SNAP_SIFT_LOST_LO"] == 1
     # the counters at both ends agree with the keys
     alice_sifted = sum(v for name, v in out["alice_sift_regs"].items() if "SIFTED" in name and name.endswith("_LO"))
     assert alice_sifted == len(alice_key)
