@@ -18,6 +18,8 @@ EPILOG = """examples:
   qkdlink cosim-tx link.yaml --slots 2000000 --json tx.json
   qkdlink cosim-link                    Alice + Bob gateware, ideal channel, hardware sifting
   qkdlink verilog --role alice --out build/alice
+  qkdlink keyrate --method vacuum-weak-decoy --distance-km 0:200:10
+                                        secret key rate vs distance, and the maximum distance
   qkdlink config show                   print the built-in defaults as YAML
   qkdlink config check link.yaml        validate a config file
   qkdlink regmap --role alice           the register map as a Markdown table
@@ -189,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--seed", type=int, help="Alice's PRNG seed (Bob's squashing PRNG uses seed + 1)")
     k.add_argument("--json", metavar="FILE", help="write the report as JSON")
     k.set_defaults(func=cmd_cosim_link)
+
+    from .keyrate_cli import add_parser as add_keyrate
+    add_keyrate(sub)
 
     v = sub.add_parser("verilog", help="write an endpoint's Verilog and lint it with Verilator",
                        description=cmd_verilog.__doc__)

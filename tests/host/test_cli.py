@@ -14,7 +14,7 @@ def run(*args):
 def test_help_lists_every_command():
     out = run("--help")
     assert out.returncode == 0
-    for cmd in ("cosim-tx", "cosim-link", "verilog", "config", "regmap"):
+    for cmd in ("cosim-tx", "cosim-link", "keyrate", "verilog", "config", "regmap"):
         assert cmd in out.stdout
 
 
