@@ -367,6 +367,68 @@ def _lim_gamma(eps_sec, b, c_per_n, d_per_n, n_pulses):
     return np.where(ok & np.isfinite(g), g, np.where(np.isinf(n_pulses), 0.0, np.inf))
 
 
+def _lim_decoy(nz_k, nx_k, mx_k, N, mus, ps, eps_sec):
+    """Lim 2014's decoy bounds from per-pulse counts per intensity (shape (3, ...)) over ``N``
+    pulses: ``(s_Z0, s_Z1, s_X1, phi_Z)`` per pulse (see :func:`lim2014_bounds`)."""
+    mu1, mu2, mu3 = (float(x) for x in mus)
+    mus, ps = np.asarray(mus, dtype=float), np.asarray(ps, dtype=float)
+    shape = (3,) + (1,) * (np.ndim(nz_k) - 1)
+    mus_b, ps_b = mus.reshape(shape), ps.reshape(shape)
+    inv_n = np.where(np.isinf(N), 0.0, 1.0 / N)
+    ln21 = math.log(21.0 / eps_sec)
+
+    def pm(counts_k):
+        """(n+_k, n-_k) per pulse, Hoeffding deviation of the basis total."""
+        dev = np.sqrt(counts_k.sum(0) * inv_n / 2.0 * ln21)
+        scale = np.exp(mus_b) / ps_b
+        return scale * (counts_k + dev), scale * (counts_k - dev)
+
+    tau0 = float(np.sum(ps * np.exp(-mus)))
+    tau1 = float(np.sum(ps * np.exp(-mus) * mus))
+
+    def s01(counts_k):
+        up, lo = pm(counts_k)
+        s0 = tau0 * (mu2 * lo[2] - mu3 * up[1]) / (mu2 - mu3)
+        s0 = np.maximum(s0, 0.0)
+        s1 = tau1 * mu1 * (lo[1] - up[2] - (mu2 ** 2 - mu3 ** 2) / mu1 ** 2 * (up[0] - s0 / tau0)) \
+            / (mu1 * (mu2 - mu3) - mu2 ** 2 + mu3 ** 2)
+        return s0, np.maximum(s1, 0.0)
+
+    sz0, sz1 = s01(nz_k)
+    _, sx1 = s01(nx_k)
+    mx_up, mx_lo = pm(mx_k)
+    vx1 = tau1 * (mx_up[1] - mx_lo[2]) / (mu2 - mu3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(sx1 > 0, vx1 / np.where(sx1 > 0, sx1, 1.0), E0)
+    phi = np.minimum(ratio + _lim_gamma(eps_sec, ratio, sx1, sz1, N), E0)
+    phi = np.where(sx1 > 0, phi, E0)
+    return sz0, sz1, sx1, phi
+
+
+def lim2014_from_counts(n_key_k, n_test_k, m_test_k, n_pulses, mu, p, *, lambda_ec_bits,
+                        eps_sec=1e-9, eps_cor=1e-15) -> dict:
+    """Lim 2014's key length from *observed* counts of one block (parameter estimation).
+
+    ``n_key_k``: key-basis (Z) detections per intensity (signal, decoy, vacuum); ``n_test_k``,
+    ``m_test_k``: test-basis (X) detections and errors per intensity; ``n_pulses``: pulses
+    sent in the block; ``lambda_ec_bits``: bits actually disclosed by error correction and
+    verification. Returns ``s_key_0``, ``s_key_1``, ``s_test_1`` (bits), ``phase_error``,
+    ``length_bits`` (``floor(l)``, may be <= 0: no key) and the security constant.
+    """
+    N = float(n_pulses)
+    if not N > 0:
+        raise ValueError(f"n_pulses = {n_pulses!r}: must be > 0")
+    arrays = [np.asarray(a, dtype=float).reshape(3) / N for a in (n_key_k, n_test_k, m_test_k)]
+    if any((a < 0).any() for a in arrays):
+        raise ValueError("counts must be >= 0")
+    sz0, sz1, sx1, phi = _lim_decoy(*arrays, np.float64(N), mu, p, eps_sec)
+    const = 6.0 * math.log2(21.0 / eps_sec) + math.log2(2.0 / eps_cor)
+    ell = sz0 * N + sz1 * N * (1.0 - _h(phi)) - float(lambda_ec_bits) - const
+    return dict(s_key_0=float(sz0 * N), s_key_1=float(sz1 * N), s_test_1=float(sx1 * N),
+                phase_error=float(phi), security_bits=const,
+                length_bits=int(math.floor(ell)) if math.isfinite(ell) else 0)
+
+
 def lim2014_bounds(eta, y0, e_detector, mu=(0.5, 0.1, 0.0), p=(0.7, 0.2, 0.1), p_z=0.5, *,
                    f_ec=DEFAULT_F_EC, eps_sec=1e-9, eps_cor=1e-15, n_pulses=None, n_key_sifted=None,
                    p_z_bob=None) -> dict:
@@ -438,33 +500,7 @@ def _lim_core(eta, y0, e_d, f, mu, p, pa, pb, eps_sec, eps_cor, n_pulses, n_key_
         nzt = nz_k.sum(0)
         N = np.where(nzt > 0, np.asarray(n_key_sifted, float) / np.where(nzt > 0, nzt, 1.0), np.inf)
     inv_n = np.where(np.isinf(N), 0.0, 1.0 / N)
-    ln21 = math.log(21.0 / eps_sec)
-
-    def pm(counts_k):
-        """(n+_k, n-_k) per pulse, Hoeffding deviation of the basis total."""
-        dev = np.sqrt(counts_k.sum(0) * inv_n / 2.0 * ln21)
-        scale = np.exp(mus_b) / ps_b
-        return scale * (counts_k + dev), scale * (counts_k - dev)
-
-    tau0 = float(np.sum(ps * np.exp(-mus)))
-    tau1 = float(np.sum(ps * np.exp(-mus) * mus))
-
-    def s01(counts_k):
-        up, lo = pm(counts_k)
-        s0 = tau0 * (mu2 * lo[2] - mu3 * up[1]) / (mu2 - mu3)
-        s0 = np.maximum(s0, 0.0)
-        s1 = tau1 * mu1 * (lo[1] - up[2] - (mu2 ** 2 - mu3 ** 2) / mu1 ** 2 * (up[0] - s0 / tau0)) \
-            / (mu1 * (mu2 - mu3) - mu2 ** 2 + mu3 ** 2)
-        return s0, np.maximum(s1, 0.0)
-
-    sz0, sz1 = s01(nz_k)
-    _, sx1 = s01(nx_k)
-    mx_up, mx_lo = pm(mx_k)
-    vx1 = tau1 * (mx_up[1] - mx_lo[2]) / (mu2 - mu3)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(sx1 > 0, vx1 / np.where(sx1 > 0, sx1, 1.0), E0)
-    phi = np.minimum(ratio + _lim_gamma(eps_sec, ratio, sx1, sz1, N), E0)
-    phi = np.where(sx1 > 0, phi, E0)
+    sz0, sz1, sx1, phi = _lim_decoy(nz_k, nx_k, mx_k, N, mus, ps, eps_sec)
     nz = nz_k.sum(0)
     with np.errstate(divide="ignore", invalid="ignore"):
         e_key = np.where(nz > 0, mz_k.sum(0) / np.where(nz > 0, nz, 1.0), E0)

@@ -334,3 +334,22 @@ def test_cli_config_errors_name_the_field(tmp_path, capsys):
         _run(["keyrate", str(weak), "--distance-km", "0:10:10"], capsys)
     code, out = _run(["keyrate", str(weak), "--distance-km", "10", "--optimise"], capsys)   # optimiser moves them
     assert code == 0 and "max distance" in out.out
+
+
+def test_key_length_from_observed_counts_matches_the_expected_count_calculation():
+    """lim2014_from_counts (parameter estimation on a real block) and lim2014_bounds (expected
+    counts) are the same formula: fed the expected counts, they give the same key length."""
+    import numpy as np
+    from qkdlink.host.theory import lim2014_bounds, lim2014_from_counts, _gain, _errors
+    mu, p, pz, N, eta, y0, ed, f = (0.5, 0.1, 0.0002), (0.7, 0.2, 0.1), 0.8, 1e11, 1e-2, 2.4e-6, 0.01, 1.16
+    b = lim2014_bounds(eta, y0, ed, mu, p, pz, f_ec=f, n_pulses=N)
+    q = np.array([_gain(m, eta, y0) for m in mu])
+    eq = np.array([_errors(m, eta, y0, ed) for m in mu])
+    ps = np.array(p)
+    nz, nx, mx = N * ps * pz * pz * q, N * ps * (1 - pz) ** 2 * q, N * ps * (1 - pz) ** 2 * eq
+    got = lim2014_from_counts(nz, nx, mx, N, mu, p, lambda_ec_bits=float(b["lambda_ec"]))
+    assert got["s_key_1"] == pytest.approx(float(b["s_key_1"]), rel=1e-9)
+    assert got["phase_error"] == pytest.approx(float(b["phase_error"]), rel=1e-9)
+    assert abs(got["length_bits"] - float(b["length_bits"])) <= 1
+    with pytest.raises(ValueError, match="n_pulses"):
+        lim2014_from_counts(nz, nx, mx, 0, mu, p, lambda_ec_bits=0)
