@@ -129,9 +129,12 @@ class Alice(wiring.Component):
         for name in LINK_COUNTERS:
             m.d.comb += getattr(regs, name).eq(getattr(link, name))
 
-        cmd = regs.cmd
-        snapshot, clear, clear_alarm, load_seed = cmd[0], cmd[1], cmd[2], cmd[3]
-        run_bit, source_qrng = regs.ctrl[0], regs.ctrl[1]
+        def field(reg: str, name: str):
+            return getattr(regs, reg.lower())[ALICE_REGISTERS[reg].field(name).offset]
+
+        snapshot, clear = field("CMD", "SNAPSHOT"), field("CMD", "CLEAR_COUNTERS")
+        clear_alarm, load_seed = field("CMD", "CLEAR_ALARM"), field("CMD", "LOAD_SEED")
+        run_bit, source_qrng = field("CTRL", "RUN"), field("CTRL", "SOURCE_QRNG")
 
         # Stage 0: run control, slot counter, entropy, symbols, sync bits.
         next_slot = Signal(48)

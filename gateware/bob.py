@@ -118,9 +118,13 @@ class Bob(wiring.Component):
         for name in LINK_COUNTER_NAMES:
             m.d.comb += getattr(regs, name).eq(getattr(link, name))
 
-        cmd = regs.cmd
-        snapshot, clear, clear_hist, relock, clear_overflow, load_seed = (cmd[i] for i in range(6))
-        run_bit, records_on, record_bits = regs.ctrl[0], regs.ctrl[1], regs.ctrl[2]
+        def field(reg: str, name: str):
+            return getattr(regs, reg.lower())[BOB_REGISTERS[reg].field(name).offset]
+
+        snapshot, clear = field("CMD", "SNAPSHOT"), field("CMD", "CLEAR_COUNTERS")
+        clear_hist, relock = field("CMD", "CLEAR_HISTOGRAM"), field("CMD", "RELOCK")
+        clear_overflow, load_seed = field("CMD", "CLEAR_OVERFLOW"), field("CMD", "LOAD_SEED")
+        run_bit, records_on, record_bits = field("CTRL", "RUN"), field("CTRL", "RECORDS"), field("CTRL", "RECORD_BITS")
         m.d.comb += [
             self.running.eq(run_bit),
             link.records_enable.eq(records_on),
