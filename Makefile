@@ -17,7 +17,7 @@ env: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/qkdlink cosim-tx
-	$(BIN)/qkdlink cosim-link
+	$(BIN)/qkdlink sim
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests

@@ -30,12 +30,14 @@ def _bit(reg, name):
 
 async def read_bob_counters(bob: HostLinkDriver) -> dict:
     await bob.write(B["CMD"].addr, _bit(B["CMD"], "SNAPSHOT"))
-    names = ["SNAP_DETECTED_Z", "SNAP_DETECTED_X", "SNAP_UNLOCKED_DETECTIONS", "SNAP_DOUBLE", "SNAP_CROSS", "SNAP_SUPPRESSED"]
+    names = ["SNAP_LOCAL_SLOT", "SNAP_DETECTED_Z", "SNAP_DETECTED_X", "SNAP_UNLOCKED_DETECTIONS", "SNAP_DOUBLE",
+             "SNAP_CROSS", "SNAP_SUPPRESSED"]
     out = {}
     for n in names:
         lo, hi = await bob.read(B[f"{n}_LO"].addr, 2)
         out[n] = lo | hi << 32
     out["locks"] = (await bob.read(B["SNAP_LOCK_ACQUIRED"].addr, 2))
+    out["SNAP_DIGEST_RECORDS"] = (await bob.read(B["SNAP_DIGEST_RECORDS"].addr))[0]
     return out
 
 
@@ -53,7 +55,6 @@ async def link_sifting(dut):
         await alice.write(addr, value)
     for addr, value in bob_setup_writes(spec["bob"]):
         await bob.write(addr, value)
-    await bob.write(B["CTRL"].addr, _bit(B["CTRL"], "RUN") | _bit(B["CTRL"], "RECORDS"))
 
     alice_key, bob_key, answers_total, records_total = [], [], [], 0
 
@@ -75,6 +76,9 @@ async def link_sifting(dut):
     for addr, value in burst_writes(spec["slots"]):
         await alice.write(addr, value)
     await alice.write(*RUN)
+    # Bob starts after Alice, as light arrives after it leaves: no detection can name a slot
+    # Alice has not emitted yet.
+    await bob.write(B["CTRL"].addr, _bit(B["CTRL"], "RUN") | _bit(B["CTRL"], "RECORDS"))
     running = True
     while running:
         await bob.settle(spec["poll_clocks"])
