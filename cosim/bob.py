@@ -24,7 +24,7 @@ from ..gateware import protocol as proto
 from ..hdl.record_fifo import BIT_BIT
 from .toolchain import build, run_cocotb, link_pump_sv, PUBLIC as PUB
 
-__all__ = ["bob_verilog", "bob_top_sv", "build_bob", "run_bob_cosim", "write_events", "TOPLEVEL"]
+__all__ = ["bob_verilog", "bob_top_sv", "replay_sv", "build_bob", "run_bob_cosim", "write_events", "TOPLEVEL"]
 
 TOPLEVEL = "bob_top"
 MAX_EVENTS = 1 << 20
@@ -39,18 +39,10 @@ def _event_width(S: int) -> int:
     return 32 + 5 * S
 
 
-def bob_top_sv(params: BobParams, max_events: int = MAX_EVENTS) -> str:
-    """SV test top: clock, link pump, and the replay of a sparse event file (``+stim=FILE``)."""
-    S = params.samples_per_clock
+def replay_sv(S: int, running: str, max_events: int = MAX_EVENTS) -> str:
+    """SV lines that replay the ``+stim`` event file into ``det``/``sync_in`` while ``running``."""
     W = _event_width(S)
-    return f"""`timescale 1ns/1ps
-// Co-simulation top for Bob. Each line of the +stim file is one event, hex:
-// {{clock[31:0], sync[{S - 1}:0], det_A, det_D, det_V, det_H ({S} bits each)}}; `clock` counts
-// Bob's running clocks. The line after the last event has clock = 0xFFFFFFFF.
-module {TOPLEVEL}(input logic rst {PUB}, output logic running {PUB});
-  logic clk {PUB} = 1'b0;
-  always #1 clk = ~clk;
-  logic [{W - 1}:0] events [0:{max_events - 1}];
+    return f"""  logic [{W - 1}:0] events [0:{max_events - 1}];
   logic [31:0] ev_ptr {PUB} = 0;
   logic [31:0] run_clock {PUB} = 0;
   initial begin
@@ -59,14 +51,27 @@ module {TOPLEVEL}(input logic rst {PUB}, output logic running {PUB});
     if ($value$plusargs("stim=%s", fname)) $readmemh(fname, events);
   end
   wire [{W - 1}:0] ev = events[ev_ptr[{(max_events - 1).bit_length() - 1}:0]];
-  wire hit = running && ev[{W - 1}:{W - 32}] == run_clock;
+  wire hit = {running} && ev[{W - 1}:{W - 32}] == run_clock;
   wire [{4 * S - 1}:0] det = hit ? ev[{4 * S - 1}:0] : '0;
   wire [{S - 1}:0] sync_in = hit ? ev[{5 * S - 1}:{4 * S}] : '0;
-  always_ff @(posedge clk) if (running) begin
+  always_ff @(posedge clk) if ({running}) begin
     run_clock <= run_clock + 1;
     if (hit) ev_ptr <= ev_ptr + 1;
   end
-  logic [7:0] rx_payload, tx_payload;
+"""
+
+
+def bob_top_sv(params: BobParams, max_events: int = MAX_EVENTS) -> str:
+    """SV test top: clock, link pump, and the replay of a sparse event file (``+stim=FILE``)."""
+    S = params.samples_per_clock
+    return f"""`timescale 1ns/1ps
+// Co-simulation top for Bob. Each line of the +stim file is one event, hex:
+// {{clock[31:0], sync[{S - 1}:0], det_A, det_D, det_V, det_H ({S} bits each)}}; `clock` counts
+// Bob's running clocks. The line after the last event has clock = 0xFFFFFFFF.
+module {TOPLEVEL}(input logic rst {PUB}, output logic running {PUB});
+  logic clk {PUB} = 1'b0;
+  always #1 clk = ~clk;
+{replay_sv(S, 'running', max_events)}  logic [7:0] rx_payload, tx_payload;
   logic rx_valid, rx_ready, tx_valid, tx_ready;
   link_pump pump(.clk(clk), .rx_payload(rx_payload), .rx_valid(rx_valid), .rx_ready(rx_ready),
                  .tx_payload(tx_payload), .tx_valid(tx_valid), .tx_ready(tx_ready));

@@ -25,10 +25,10 @@ from ..gateware.bob import BobParams
 from ..gateware.bob_model import BobSettings, bob_model
 from ..gateware import protocol as proto
 from ..hdl.symbols import INTENSITY_BLANK
-from .bob import write_events, MAX_EVENTS, _event_width
+from .bob import write_events, replay_sv, MAX_EVENTS
 from .channel import Channel
 from .channel.expectations import expected_statistics
-from .link import link_verilog
+from .link import link_verilog, link_instance_sv
 from .toolchain import build, run_cocotb, link_pump_sv, PUBLIC as PUB
 
 __all__ = ["run_full_link", "fulllink_top_sv", "CLASSES"]
@@ -39,7 +39,6 @@ CLASSES = ("signal", "decoy", "vacuum")
 
 def fulllink_top_sv(S: int, max_events: int = MAX_EVENTS) -> str:
     """Test top: module ``link`` (Alice + Bob), two link pumps, Bob's inputs replayed from ``+stim``."""
-    W = _event_width(S)
     return f"""`timescale 1ns/1ps
 // Full-link test top: Alice and Bob (module link); Bob's detector and sync inputs come from the
 // channel model as a sparse event file (+stim=FILE, see cosim/bob.py), replayed per running
@@ -48,35 +47,7 @@ module {TOPLEVEL}(input logic rst {PUB});
   logic clk {PUB} = 1'b0;
   always #1 clk = ~clk;
   logic bob_running;
-  logic [{W - 1}:0] events [0:{max_events - 1}];
-  logic [31:0] ev_ptr = 0, run_clock = 0;
-  initial begin
-    string fname;
-    for (int i = 0; i < {max_events}; i++) events[i] = '1;
-    if ($value$plusargs("stim=%s", fname)) $readmemh(fname, events);
-  end
-  wire [{W - 1}:0] ev = events[ev_ptr[{(max_events - 1).bit_length() - 1}:0]];
-  wire hit = bob_running && ev[{W - 1}:{W - 32}] == run_clock;
-  wire [{4 * S - 1}:0] det = hit ? ev[{4 * S - 1}:0] : '0;
-  wire [{S - 1}:0] sync_in = hit ? ev[{5 * S - 1}:{4 * S}] : '0;
-  always_ff @(posedge clk) if (bob_running) begin
-    run_clock <= run_clock + 1;
-    if (hit) ev_ptr <= ev_ptr + 1;
-  end
-  logic [7:0] arx_p, atx_p, brx_p, btx_p;
-  logic arx_v, arx_r, atx_v, atx_r, brx_v, brx_r, btx_v, btx_r;
-  link_pump alice_pump(.clk(clk), .rx_payload(arx_p), .rx_valid(arx_v), .rx_ready(arx_r),
-                       .tx_payload(atx_p), .tx_valid(atx_v), .tx_ready(atx_r));
-  link_pump bob_pump(.clk(clk), .rx_payload(brx_p), .rx_valid(brx_v), .rx_ready(brx_r),
-                     .tx_payload(btx_p), .tx_valid(btx_v), .tx_ready(btx_r));
-  link dut(.clk(clk), .rst(rst),
-    .alice_rx__payload(arx_p), .alice_rx__valid(arx_v), .alice_rx__ready(arx_r),
-    .alice_tx__payload(atx_p), .alice_tx__valid(atx_v), .alice_tx__ready(atx_r),
-    .bob_rx__payload(brx_p), .bob_rx__valid(brx_v), .bob_rx__ready(brx_r),
-    .bob_tx__payload(btx_p), .bob_tx__valid(btx_v), .bob_tx__ready(btx_r),
-    .qrng__payload('0), .qrng__valid(1'b0), .qrng__ready(),
-    .laser(), .sync(), .im_code(), .det(det), .sync_in(sync_in), .bob_running(bob_running));
-endmodule
+{replay_sv(S, "bob_running", max_events)}{link_instance_sv("", "")}endmodule
 """
 
 

@@ -23,7 +23,7 @@ from ..gateware.bob_model import BobSettings
 from ..gateware.link import Link
 from .toolchain import build, run_cocotb, link_pump_sv, PUBLIC as PUB
 
-__all__ = ["link_verilog", "link_top_sv", "run_link_cosim", "TOPLEVEL"]
+__all__ = ["link_verilog", "link_top_sv", "link_instance_sv", "run_link_cosim", "TOPLEVEL"]
 
 TOPLEVEL = "link_top"
 
@@ -31,6 +31,25 @@ TOPLEVEL = "link_top"
 def link_verilog(alice: AliceParams, bob: BobParams) -> str:
     from amaranth.back import verilog
     return verilog.convert(Link(alice, bob), name="link", emit_src=False)
+
+
+def link_instance_sv(laser: str, sync: str) -> str:
+    """SV lines: the two host-link pumps and the ``link`` instance (Bob's inputs ``det``,
+    ``sync_in``); Alice's laser and sync pins go to the nets named ``laser``/``sync`` ('' = open)."""
+    return f"""  logic [7:0] arx_p, atx_p, brx_p, btx_p;
+  logic arx_v, arx_r, atx_v, atx_r, brx_v, brx_r, btx_v, btx_r;
+  link_pump alice_pump(.clk(clk), .rx_payload(arx_p), .rx_valid(arx_v), .rx_ready(arx_r),
+                       .tx_payload(atx_p), .tx_valid(atx_v), .tx_ready(atx_r));
+  link_pump bob_pump(.clk(clk), .rx_payload(brx_p), .rx_valid(brx_v), .rx_ready(brx_r),
+                     .tx_payload(btx_p), .tx_valid(btx_v), .tx_ready(btx_r));
+  link dut(.clk(clk), .rst(rst),
+    .alice_rx__payload(arx_p), .alice_rx__valid(arx_v), .alice_rx__ready(arx_r),
+    .alice_tx__payload(atx_p), .alice_tx__valid(atx_v), .alice_tx__ready(atx_r),
+    .bob_rx__payload(brx_p), .bob_rx__valid(brx_v), .bob_rx__ready(brx_r),
+    .bob_tx__payload(btx_p), .bob_tx__valid(btx_v), .bob_tx__ready(btx_r),
+    .qrng__payload('0), .qrng__valid(1'b0), .qrng__ready(),
+    .laser({laser}), .sync({sync}), .im_code(), .det(det), .sync_in(sync_in), .bob_running(bob_running));
+"""
 
 
 def link_top_sv(S: int, log2_loss: int) -> str:
@@ -44,20 +63,7 @@ module {TOPLEVEL}(input logic rst {PUB});
   logic bob_running;
   ideal_channel #(.S({S}), .LOG2_LOSS({log2_loss})) channel(
     .clk(clk), .laser(laser), .sync(sync), .det(det), .sync_out(sync_in));
-  logic [7:0] arx_p, atx_p, brx_p, btx_p;
-  logic arx_v, arx_r, atx_v, atx_r, brx_v, brx_r, btx_v, btx_r;
-  link_pump alice_pump(.clk(clk), .rx_payload(arx_p), .rx_valid(arx_v), .rx_ready(arx_r),
-                       .tx_payload(atx_p), .tx_valid(atx_v), .tx_ready(atx_r));
-  link_pump bob_pump(.clk(clk), .rx_payload(brx_p), .rx_valid(brx_v), .rx_ready(brx_r),
-                     .tx_payload(btx_p), .tx_valid(btx_v), .tx_ready(btx_r));
-  link dut(.clk(clk), .rst(rst),
-    .alice_rx__payload(arx_p), .alice_rx__valid(arx_v), .alice_rx__ready(arx_r),
-    .alice_tx__payload(atx_p), .alice_tx__valid(atx_v), .alice_tx__ready(atx_r),
-    .bob_rx__payload(brx_p), .bob_rx__valid(brx_v), .bob_rx__ready(brx_r),
-    .bob_tx__payload(btx_p), .bob_tx__valid(btx_v), .bob_tx__ready(btx_r),
-    .qrng__payload('0), .qrng__valid(1'b0), .qrng__ready(),
-    .laser(laser), .sync(sync), .im_code(), .det(det), .sync_in(sync_in), .bob_running(bob_running));
-endmodule
+{link_instance_sv('laser', 'sync')}endmodule
 """
 
 
