@@ -1,0 +1,576 @@
+"""Quasi-cyclic LDPC mother codes for syndrome reconciliation, built deterministically and cached.
+
+A code is fixed by ``(rate, n, seed)``: the same triple gives the same parity-check matrix on every
+machine, so Alice and Bob only agree on three numbers. Construction, in three steps:
+
+1. **Degree distribution.** The irregular edge-perspective distributions lambda(x), rho(x) that
+   Elkouss, Leverrier, Alleaume and Boutros optimised for the BSC by differential evolution and
+   discretised density evolution ("Efficient reconciliation protocol for discrete-variable quantum
+   key distribution", ISIT 2009, arXiv:0901.2140, Table I; thresholds 0.0109, 0.0298, 0.0504,
+   0.0766, 0.1071 for rates 0.9, 0.8, 0.7, 0.6, 0.5). Variable degrees are quantised to the base
+   graph (node fractions lambda_i / i, normalised) and capped at the number of base rows; check
+   degrees are concentrated on two consecutive values (Table I is, for R >= 0.7). Degree-2 columns are
+   capped at one fewer than the base rows (the excess becomes degree 3) and laid out as a staircase,
+   so no cycle runs through degree-2 symbols alone (no low-weight codewords made of them).
+2. **Base graph by progressive edge growth** (Hu, Eleftheriou, Arnold, "Regular and irregular
+   progressive edge-growth Tanner graphs", IEEE Trans. IT 51 (2005) 386): each edge of a base column
+   goes to the lowest-degree check among those farthest from the column in the graph built so far.
+   The base graph has nb ~ 256 columns (nb = n / Z for a divisor Z of n).
+3. **Circulant lifting** by Z (quasi-cyclic code, as in hardware decoders and the 802.11n/DVB-S2
+   codes): every base edge becomes a Z x Z cyclically shifted identity. Shifts are chosen greedily,
+   column by column from the highest degree down, to avoid lifted 4-cycles (Fossorier, "Quasi-cyclic
+   LDPC codes from circulant permutation matrices", IEEE Trans. IT 50 (2004) 1788: a base 4-cycle
+   lifts to 4-cycles iff its alternating shift sum is 0 mod Z) and, for columns of degree <= 3, 6-cycles.
+   Where Z is too small to avoid every 4-cycle of the high-degree columns, the fewest are kept;
+   :func:`code_stats` reports them.
+
+Each code also carries a **puncturing order** for rate adaptation (see ``ldpc_reconcile``): the first
+symbols are *untainted* (no punctured symbol within two hops; Elkouss, Martinez-Mateo, Martin,
+"Untainted puncturing for irregular LDPC codes", IEEE WCL 1 (2012) 585), chosen greedily with the
+smallest two-hop neighbourhood first; then the least-tainted symbols that still own a clean check, which
+keeps the punctured columns linearly independent (so p random punctured bits hide exactly p syndrome
+bits). The order stops where no symbol owns a clean check; ``max_punctured`` is its length.
+
+The syndrome ``H x`` has m = n - k bits; we count all m as disclosed (an upper bound on rank(H)).
+
+Cache: ``$QKDLINK_CACHE/ldpc`` (default ``~/.cache/qkdlink/ldpc``), one small ``.npz`` per code
+(the base shift matrix and the puncturing order), written atomically so parallel test workers can
+share it. Files carry a format version and a digest of the construction parameters.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["DEGREE_DISTRIBUTIONS", "MOTHER_RATES", "FRAME_LENGTHS", "BP_THRESHOLDS", "LdpcCode",
+           "get_code", "construct_code", "cache_dir", "code_stats", "local_girths", "gf2_rank", "lifting_for",
+           "code_shape"]
+
+CONSTRUCTION_VERSION = 3
+
+# Elkouss et al. 2009, Table I: edge-perspective degree distributions {degree: fraction} (the paper
+# writes lambda_i x^(i-1); the keys here are the degrees i) and their BSC thresholds.
+DEGREE_DISTRIBUTIONS: dict[float, tuple[dict[int, float], dict[int, float]]] = {
+    0.9: ({2: 0.07689, 3: 0.28096, 5: 0.08933, 9: 0.19620, 12: 0.30631, 21: 0.05031},
+          {50: 0.95025, 51: 0.04975}),
+    0.8: ({2: 0.09420, 3: 0.18088, 6: 0.11972, 7: 0.08550, 8: 0.09816, 17: 0.07194, 26: 0.34960},
+          {29: 0.58807, 30: 0.41193}),
+    0.7: ({2: 0.05343, 3: 0.29406, 6: 0.00896, 9: 0.15571, 12: 0.12189, 25: 0.19872, 46: 0.09572,
+           62: 0.02741, 65: 0.04056, 73: 0.00354},
+          {20: 0.76922, 21: 0.23077}),
+    0.6: ({2: 0.11040, 3: 0.20804, 8: 0.14163, 9: 0.14858, 26: 0.14438, 27: 0.08909, 46: 0.00748,
+           71: 0.15038},
+          {2: 0.00036, 10: 0.13063, 13: 0.31068, 18: 0.49341, 19: 0.064915}),
+    0.5: ({2: 0.14438, 3: 0.19026, 4: 0.01836, 5: 0.00233, 6: 0.04697, 8: 0.053943, 9: 0.05590,
+           10: 0.01290, 11: 0.00162, 14: 0.06159, 15: 0.13115, 17: 0.01481, 47: 0.00879, 49: 0.00650,
+           55: 0.00210, 56: 0.00099, 57: 0.11178, 58: 0.06238, 59: 0.05094, 66: 0.02230},
+          {10: 0.47575, 12: 0.46847, 13: 0.02952, 14: 0.02626}),
+}
+BP_THRESHOLDS = {0.9: 0.0109, 0.8: 0.0298, 0.7: 0.0504, 0.6: 0.0766, 0.5: 0.1071}
+MOTHER_RATES = tuple(sorted(DEGREE_DISTRIBUTIONS))
+FRAME_LENGTHS = (4096, 8192, 16384, 32768, 65536)
+
+NB_TARGET = 256          # base-graph columns aimed for
+NB_RANGE = (128, 1024)   # allowed base-graph sizes (n / Z)
+CAP_DEGREE2 = True       # at most mb - 1 degree-2 base columns (see _column_degrees)
+Z_MIN = 32               # smaller circulants leave 4-cycles: prefer nb down to 128 to keep Z >= 32
+PUNCTURE_FRACTION_STORED = 0.25   # puncturing order kept for the first 25 % of the symbols
+
+
+def cache_dir() -> Path:
+    """Folder of cached codes: ``$QKDLINK_CACHE/ldpc`` or ``~/.cache/qkdlink/ldpc``."""
+    root = os.environ.get("QKDLINK_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "qkdlink")
+    return Path(root) / "ldpc"
+
+
+def code_shape(rate: float, n: int) -> tuple[int, int]:
+    """(m, n) of the code for (rate, n), without building it."""
+    rate = _check_rate(rate)
+    nb, z = lifting_for(n)
+    return int(round(nb * (1.0 - rate))) * z, int(n)
+
+
+def lifting_for(n: int) -> tuple[int, int]:
+    """(nb, Z) with nb * Z = n: the divisor Z of n whose base size nb is closest to 256 (log scale),
+    preferring Z >= 32 (n = 4096 -> 128 x 32, 8192 -> 256 x 32, 65536 -> 256 x 256)."""
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
+        raise ValueError(f"frame length n = {n!r}: must be a positive integer")
+    best = None
+    for z in range(1, n // NB_RANGE[0] + 1):
+        if n % z:
+            continue
+        nb = n // z
+        if NB_RANGE[0] <= nb <= NB_RANGE[1]:
+            score = abs(math.log(nb / NB_TARGET)) + (10.0 if z < Z_MIN and nb > NB_RANGE[0] else 0.0)
+            if best is None or score < best[0]:
+                best = (score, nb, z)
+    if best is None:
+        raise ValueError(f"frame length n = {n}: must be nb * Z with {NB_RANGE[0]} <= nb <= {NB_RANGE[1]} "
+                         f"(e.g. a multiple of 256 from 256 up, such as {', '.join(map(str, FRAME_LENGTHS))})")
+    return best[1], best[2]
+
+
+def _check_rate(rate) -> float:
+    for r in MOTHER_RATES:
+        if isinstance(rate, (int, float)) and abs(float(rate) - r) < 1e-9:
+            return r
+    raise ValueError(f"mother rate {rate!r}: must be one of {', '.join(map(str, MOTHER_RATES))}")
+
+
+def _rng(tag: str, rate: float, n: int, seed: int) -> np.random.Generator:
+    key = int.from_bytes(hashlib.sha256(f"{tag}/{rate:.3f}/{n}/{seed}".encode()).digest()[:8], "little")
+    return np.random.default_rng(key)
+
+
+def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
+    raw = weights / weights.sum() * total
+    counts = np.floor(raw).astype(np.int64)
+    short = total - counts.sum()
+    if short:
+        counts[np.argsort(-(raw - counts), kind="stable")[:short]] += 1
+    return counts
+
+
+def _column_degrees(rate: float, nb: int, mb: int) -> np.ndarray:
+    """Base-column degrees from lambda (node perspective), capped at mb, sorted ascending.
+
+    Degree-2 columns are limited to mb - 1, the excess becoming degree 3: more degree-2 symbols than
+    checks (Table I has 19 % at rate 0.9 and 28 % at 0.8, against 10 % and 20 % checks) must close
+    cycles among themselves, and a cycle of L degree-2 symbols is a codeword of weight L: an error
+    floor, and BP converging to a wrong word. With at most mb - 1 they form a path (see
+    :func:`_peg_base`), whose lifting is a forest.
+    """
+    lam, _ = DEGREE_DISTRIBUTIONS[rate]
+    degs = np.array(sorted(lam), dtype=np.int64)
+    node = np.array([lam[d] / d for d in degs])
+    counts = _largest_remainder(node, nb)
+    cols = np.minimum(np.repeat(degs, counts), mb)
+    excess = int((cols == 2).sum()) - (mb - 1)
+    if excess > 0 and CAP_DEGREE2:
+        cols[np.flatnonzero(cols == 2)[:excess]] = 3
+    return np.sort(cols)
+
+
+# ----------------------------------------------------------------------------------------------
+# Base graph: progressive edge growth on a small dense boolean matrix (BFS as boolean products).
+# ----------------------------------------------------------------------------------------------
+
+def _peg_base(col_deg: np.ndarray, mb: int, rng: np.random.Generator) -> np.ndarray:
+    nb = len(col_deg)
+    B = np.zeros((mb, nb), dtype=bool)
+    row_deg = np.zeros(mb, dtype=np.int64)
+    row_cap = _largest_remainder(np.ones(mb), int(col_deg.sum()))   # concentrated check degrees
+    rng.shuffle(row_cap)
+    jitter = rng.random(mb)
+    # degree-2 columns first, as a staircase over a random row order: a path, so no cycle among them
+    two = np.flatnonzero(col_deg == 2)[:mb - 1]
+    path = rng.permutation(mb)
+    for t, j in enumerate(two):
+        B[path[t], j] = B[path[t + 1], j] = True
+        row_deg[path[t]] += 1
+        row_deg[path[t + 1]] += 1
+    placed = np.zeros(nb, dtype=bool)
+    placed[two] = True
+    for j in np.argsort(col_deg, kind="stable"):                    # low degrees first (PEG)
+        if placed[j]:
+            continue
+        for e in range(int(col_deg[j])):
+            if e == 0:
+                cand = ~B[:, j]
+            else:
+                reached = B[:, j].copy()
+                frontier = reached.copy()
+                while True:
+                    cols = B[frontier].any(axis=0)
+                    nxt = B[:, cols].any(axis=1) & ~reached
+                    if not nxt.any() or (reached | nxt).all():
+                        break
+                    reached |= nxt
+                    frontier = nxt
+                cand = ~reached
+                if not cand.any():
+                    cand = ~B[:, j]
+            # lowest degree relative to the target, ties broken by a fixed random order
+            full = row_deg >= row_cap
+            score = np.where(cand, row_deg + 1000 * full, np.iinfo(np.int64).max) + jitter
+            i = int(np.argmin(score))
+            B[i, j] = True
+            row_deg[i] += 1
+    return B
+
+
+# ----------------------------------------------------------------------------------------------
+# Lifting: greedy circulant shifts avoiding 4-cycles (all columns) and 6-cycles (degree <= 3).
+# ----------------------------------------------------------------------------------------------
+
+LOW_DEGREE = 3          # columns of degree <= 3 get the strongest cycle protection
+W4_LOW, W4, W6_LOW, W6 = 10**9, 10**6, 10**3, 1   # cost of one cycle, by kind
+
+
+def _lift(B: np.ndarray, z: int, rng: np.random.Generator) -> np.ndarray:
+    """Greedy circulant shifts, column by column from the highest degree down.
+
+    Cost of a candidate shift = weighted count of the short cycles it closes: a 4-cycle between two
+    low-degree columns (a low-weight codeword: two degree-2 columns on the same two checks are a
+    weight-2 codeword) weighs most, and for those also shift sums of order 2 and 4 are penalised (they
+    lift to 8- and 16-cycles); then 4-cycles with a high-degree column; then 6-cycles through low-degree
+    columns. The cheapest shift wins, ties broken by the seeded generator.
+    """
+    mb, nb = B.shape
+    S = np.full((mb, nb), -1, dtype=np.int64)
+    if z == 1:
+        S[B] = 0
+        return S
+    col_deg = B.sum(axis=0)
+    low = col_deg <= LOW_DEGREE
+    order = np.argsort(-col_deg, kind="stable")
+    for j in order:
+        rows = np.flatnonzero(B[:, j])
+        rng.shuffle(rows)
+        for i in rows:
+            cost = np.zeros(z, dtype=np.float64)
+            r2 = np.flatnonzero(S[:, j] >= 0)
+            c2 = np.flatnonzero(S[i] >= 0)
+            if len(r2) and len(c2):
+                # 4-cycles i-j-i2-j2 close when s = S[i,j2] - S[i2,j2] + S[i2,j]
+                sub = S[np.ix_(r2, c2)]
+                ok = sub >= 0
+                if ok.any():
+                    val = (S[i, c2][None, :] - sub + S[r2, j][:, None]) % z
+                    both_low = np.broadcast_to(low[c2][None, :] & low[j], ok.shape)
+                    cost += W4 * np.bincount(val[ok & ~both_low], minlength=z)
+                    v_low = val[ok & both_low]
+                    if len(v_low):
+                        cost += W4_LOW * np.bincount(v_low, minlength=z)
+                        for order_ in (2, 4):          # shift sums of order 2, 4: 8- and 16-cycles
+                            if z % order_ == 0:
+                                for t in range(1, order_):
+                                    cost += W4_LOW / (10 * order_) * np.bincount((v_low + t * z // order_) % z, minlength=z)
+                if low[j]:
+                    cost += _six_cycle_cost(S, i, j, r2, c2, z, low)
+            best = np.flatnonzero(cost == cost.min())
+            S[i, j] = int(rng.choice(best))
+    return S
+
+
+def _six_cycle_cost(S, i, j, r2, c2, z, low):
+    """Weighted histogram over s of 6-cycles (i,j)-(i1,j)-(i1,j1)-(i2,j1)-(i2,j2)-(i,j2) closed by s."""
+    li, lj, lv = [], [], []                  # left paths: i1 in col j, j1 in row i1, value S[i1,j]-S[i1,j1]
+    for i1 in r2:
+        js = np.flatnonzero(S[i1] >= 0)
+        js = js[js != j]
+        li.append(np.full(len(js), i1)); lj.append(js); lv.append(S[i1, j] - S[i1, js])
+    ri, rj, rv = [], [], []                  # right paths: j2 in row i, i2 in col j2, value S[i,j2]-S[i2,j2]
+    for j2 in c2:
+        is_ = np.flatnonzero(S[:, j2] >= 0)
+        is_ = is_[is_ != i]
+        ri.append(is_); rj.append(np.full(len(is_), j2)); rv.append(S[i, j2] - S[is_, j2])
+    li, lj, lv = np.concatenate(li), np.concatenate(lj), np.concatenate(lv)
+    ri, rj, rv = np.concatenate(ri), np.concatenate(rj), np.concatenate(rv)
+    if not len(li) or not len(ri):
+        return 0.0
+    mid = S[ri[None, :], lj[:, None]]              # the closing edge (i2, j1)
+    ok = (mid >= 0) & (ri[None, :] != li[:, None]) & (rj[None, :] != lj[:, None])
+    if not ok.any():
+        return 0.0
+    val = (lv[:, None] + mid + rv[None, :]) % z
+    all_low = low[lj][:, None] & low[rj][None, :]
+    return (W6_LOW * np.bincount(val[ok & all_low], minlength=z)
+            + W6 * np.bincount(val[ok & ~all_low], minlength=z))
+
+
+def _expand(S: np.ndarray, z: int) -> sp.csr_matrix:
+    """The lifted parity-check matrix (m x n, uint8) of a base shift matrix."""
+    mb, nb = S.shape
+    bi, bj = np.nonzero(S >= 0)
+    sh = S[bi, bj]
+    t = np.arange(z)
+    rows = (bi[:, None] * z + t[None, :]).ravel()
+    cols = (bj[:, None] * z + (t[None, :] + sh[:, None]) % z).ravel()
+    H = sp.csr_matrix((np.ones(len(rows), dtype=np.uint8), (rows, cols)), shape=(mb * z, nb * z))
+    H.sort_indices()
+    return H
+
+
+# ----------------------------------------------------------------------------------------------
+# Puncturing order (untainted first, then least tainted).
+# ----------------------------------------------------------------------------------------------
+
+def _puncture_order(H: sp.csr_matrix, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Greedy puncturing order whose columns are linearly independent over GF(2).
+
+    A check is *clean* while none of its symbols is punctured. Every chosen symbol must still have a
+    clean check, so the chosen columns restricted to those checks form a triangular matrix with a unit
+    diagonal: the punctured columns have full column rank, and p random punctured values hide exactly p
+    syndrome bits (leak = m - p, Elkouss et al. 2011). Among the candidates the least tainted one is
+    taken (fewest non-clean checks; zero = *untainted*, Elkouss, Martinez-Mateo, Martin 2012), then the
+    one with the smallest two-hop neighbourhood, then a fixed random order. Stops early when no symbol
+    has a clean check left.
+    """
+    m, n = H.shape
+    Hc = H.tocsc()
+    row_deg = np.diff(H.indptr)
+    col_deg = np.diff(Hc.indptr)
+    nbhd = np.asarray(Hc.T @ (row_deg - 1).astype(np.int64)).ravel()
+    key = nbhd.astype(np.float64) + rng.random(n) * 0.5
+    big = float(nbhd.max() + 1)
+    tainted = np.zeros(n, dtype=np.int64)          # checks of v that are no longer clean
+    clean = np.ones(m, dtype=bool)
+    score = key.copy()
+    order = []
+    for _ in range(count):
+        v = int(np.argmin(score))
+        if not np.isfinite(score[v]):
+            break
+        order.append(v)
+        score[v] = np.inf
+        checks = Hc.indices[Hc.indptr[v]:Hc.indptr[v + 1]]
+        checks = checks[clean[checks]]
+        clean[checks] = False
+        syms = np.concatenate([H.indices[H.indptr[c]:H.indptr[c + 1]] for c in checks])
+        np.add.at(tainted, syms, 1)
+        u = np.unique(syms)
+        u = u[np.isfinite(score[u])]
+        dead = tainted[u] >= col_deg[u]
+        score[u] = np.where(dead, np.inf, tainted[u] * big + key[u])
+    return np.asarray(order, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# The code object.
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class LdpcCode:
+    """One quasi-cyclic mother code. ``H`` is m x n (scipy CSR, uint8)."""
+    rate_design: float
+    n: int
+    seed: int
+    z: int
+    shifts: np.ndarray            # (mb, nb) circulant shifts, -1 = zero block
+    puncture_order: np.ndarray    # symbol indices, best puncturing candidates first
+    H: sp.csr_matrix = field(repr=False)
+    modulation_order: np.ndarray = field(repr=False, default=None)   # all n symbols, see below
+
+    def __post_init__(self):
+        if self.modulation_order is None:
+            # the puncturing order, then every other symbol in a fixed random order: the first p of it
+            # are punctured, the next s shortened, the rest carry key bits
+            rest = np.setdiff1d(np.arange(self.n), self.puncture_order)
+            rest = rest[_rng("rest", self.rate_design, self.n, self.seed).permutation(len(rest))]
+            object.__setattr__(self, "modulation_order",
+                               np.concatenate([self.puncture_order, rest]).astype(np.int64))
+
+    @property
+    def digest(self) -> str:
+        """Fingerprint of H and the puncturing order: both ends compare it before reconciling (the
+        construction uses numpy's seeded generators, whose streams numpy does not promise to keep)."""
+        h = hashlib.sha256()
+        for a in (np.asarray(self.shifts, dtype=np.int64), np.asarray(self.puncture_order, dtype=np.int64)):
+            h.update(a.tobytes())
+        h.update(f"{self.z}".encode())
+        return h.hexdigest()[:16]
+
+    @property
+    def max_punctured(self) -> int:
+        """Longest prefix of the puncturing order with independent columns (leak = m - p holds)."""
+        return len(self.puncture_order)
+
+    @property
+    def m(self) -> int:
+        return self.H.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.n - self.m
+
+    @property
+    def rate(self) -> float:
+        """Exact design rate 1 - m/n (may differ from ``rate_design`` by the base-graph rounding)."""
+        return 1.0 - self.m / self.n
+
+    @property
+    def name(self) -> str:
+        return f"qc-peg-r{self.rate_design:.1f}-n{self.n}-s{self.seed}"
+
+    def syndromes(self, words: np.ndarray) -> np.ndarray:
+        """Syndromes of many words at once: (F, n) bits -> (F, m) bits, uint8."""
+        w = np.asarray(words, dtype=np.uint8)
+        if w.ndim == 1:
+            return self.syndromes(w[None, :])[0]
+        if w.shape[1] != self.n:
+            raise ValueError(f"words of length {w.shape[1]}: this code has n = {self.n}")
+        return (np.asarray((self.H @ w.T.astype(np.int32))) & 1).T.astype(np.uint8)
+
+
+def _params_digest(rate: float, n: int, seed: int) -> str:
+    blob = json.dumps({"v": CONSTRUCTION_VERSION, "dist": {str(k): [sorted(v[0].items()), sorted(v[1].items())]
+                                                          for k, v in DEGREE_DISTRIBUTIONS.items()}[str(rate)],
+                       "rate": rate, "n": n, "seed": seed, "nb": NB_TARGET, "range": NB_RANGE, "zmin": Z_MIN, "cap2": CAP_DEGREE2,
+                       "punct": PUNCTURE_FRACTION_STORED}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def construct_code(rate: float, n: int, seed: int = 0) -> LdpcCode:
+    """Build a code from scratch (no cache). Deterministic in (rate, n, seed)."""
+    rate = _check_rate(rate)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"code seed {seed!r}: must be a non-negative integer")
+    nb, z = lifting_for(n)
+    mb = int(round(nb * (1.0 - rate)))
+    col_deg = _column_degrees(rate, nb, mb)
+    B = _peg_base(col_deg, mb, _rng("peg", rate, n, seed))
+    # base columns are placed in a random order so that degrees are spread over the frame
+    perm = _rng("perm", rate, n, seed).permutation(nb)
+    B = B[:, perm]
+    S = _lift(B, z, _rng("lift", rate, n, seed))
+    H = _expand(S, z)
+    count = int(math.ceil(PUNCTURE_FRACTION_STORED * n))
+    order = _puncture_order(H, count, _rng("punct", rate, n, seed))
+    return LdpcCode(rate, int(n), int(seed), z, S, order, H)
+
+
+@lru_cache(maxsize=32)
+def _get_code_cached(rate: float, n: int, seed: int, folder: str) -> LdpcCode:
+    path = Path(folder) / f"qc_r{rate:.1f}_n{n}_s{seed}_{_params_digest(rate, n, seed)}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as f:
+                S, z, order = f["shifts"], int(f["z"]), f["puncture_order"]
+            return LdpcCode(rate, n, seed, z, S, order, _expand(S, z))
+        except (OSError, KeyError, ValueError):
+            pass                                   # unreadable: rebuild and overwrite
+    code = construct_code(rate, n, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, shifts=code.shifts.astype(np.int32), z=code.z,
+                     puncture_order=code.puncture_order.astype(np.int32))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return code
+
+
+def get_code(rate: float, n: int, seed: int = 0, cache: bool = True) -> LdpcCode:
+    """The code for (rate, n, seed): from the disk cache if present, else built and cached."""
+    rate = _check_rate(rate)
+    nb, z = lifting_for(n)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"code seed {seed!r}: must be a non-negative integer")
+    if not cache:
+        return construct_code(rate, n, seed)
+    return _get_code_cached(rate, int(n), int(seed), str(cache_dir()))
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics: degrees, short cycles, rank.
+# ----------------------------------------------------------------------------------------------
+
+def _base_cycles4(S: np.ndarray, z: int) -> tuple[int, int]:
+    """(lifted 4-cycles, base 4-cycles) counted from the shift matrix."""
+    mb, nb = S.shape
+    lifted = base = 0
+    for a in range(mb):
+        for b in range(a + 1, mb):
+            cols = np.flatnonzero((S[a] >= 0) & (S[b] >= 0))
+            if len(cols) < 2:
+                continue
+            d = (S[a, cols] - S[b, cols]) % z
+            pairs = len(cols) * (len(cols) - 1) // 2
+            base += pairs
+            _, cnt = np.unique(d, return_counts=True)
+            lifted += int((cnt * (cnt - 1) // 2).sum()) * z
+    return lifted, base
+
+
+def local_girths(code: LdpcCode) -> np.ndarray:
+    """Length of the shortest cycle through each base column (inf if none), exact.
+
+    All Z symbols of a base column have the same local girth (the lifting is a graph automorphism), so
+    one BFS per base column suffices: a non-tree edge (u, w) whose endpoints hang off different children
+    of the root closes a cycle of length d(u) + d(w) + 1 through the root; the shortest such is the
+    local girth.
+    """
+    from scipy.sparse.csgraph import shortest_path
+    H = sp.csr_matrix(code.H, dtype=np.int8)
+    m, n = H.shape
+    A = sp.bmat([[None, H.T], [H, None]], format="csr")        # symbols 0..n-1, checks n..n+m-1
+    coo = sp.triu(A, k=1).tocoo()
+    eu, ew = coo.row, coo.col
+    out = np.full(code.shifts.shape[1], np.inf)
+    for j in range(code.shifts.shape[1]):
+        root = j * code.z
+        dist, pred = shortest_path(A, method="D", unweighted=True, indices=root, return_predecessors=True)
+        dist = np.where(np.isinf(dist), -1, dist).astype(np.int64)
+        label = np.full(A.shape[0], -1, dtype=np.int64)
+        lvl1 = np.flatnonzero(dist == 1)
+        label[lvl1] = lvl1
+        for d in range(2, int(dist.max()) + 1):
+            idx = np.flatnonzero(dist == d)
+            label[idx] = label[pred[idx]]
+        ok = ((dist[eu] > 0) & (dist[ew] > 0) & (pred[ew] != eu) & (pred[eu] != ew)
+              & (label[eu] != label[ew]))
+        if ok.any():
+            out[j] = float((dist[eu[ok]] + dist[ew[ok]] + 1).min())
+    return out
+
+
+def code_stats(code: LdpcCode, girth: bool = False) -> dict:
+    """Degrees, lifted 4-cycles (from the shift matrix), and with ``girth=True`` the exact girth and the
+    smallest local girth per variable degree (one BFS per base column; ~1 s at n = 16384)."""
+    H = code.H
+    col_deg = np.diff(H.tocsc().indptr)
+    row_deg = np.diff(H.indptr)
+    c4, b4 = _base_cycles4(code.shifts, code.z)
+    stats = {
+        "name": code.name, "n": code.n, "m": code.m, "k": code.k, "rate": code.rate,
+        "rate_design": code.rate_design, "z": code.z, "nb": code.shifts.shape[1], "mb": code.shifts.shape[0],
+        "edges": int(H.nnz), "edges_per_bit": H.nnz / code.n,
+        "var_degrees": {int(d): int(c) for d, c in zip(*np.unique(col_deg, return_counts=True))},
+        "check_degrees": {int(d): int(c) for d, c in zip(*np.unique(row_deg, return_counts=True))},
+        "four_cycles": c4, "base_four_cycles": b4,
+        "threshold_qber": BP_THRESHOLDS[code.rate_design],
+    }
+    if girth:
+        lg = local_girths(code)
+        base_deg = (code.shifts >= 0).sum(axis=0)
+        stats["girth"] = float(lg.min())
+        stats["girth_by_degree"] = {int(d): float(lg[base_deg == d].min()) for d in np.unique(base_deg)}
+    return stats
+
+
+def gf2_rank(H) -> int:
+    """Rank over GF(2) by Gaussian elimination on bit-packed rows (fine up to a few thousand rows)."""
+    A = np.asarray(sp.csr_matrix(H).toarray() & 1, dtype=np.uint8)
+    m, n = A.shape
+    P = np.packbits(A, axis=1).view(np.uint8)
+    rank = 0
+    for col in range(n):
+        byte, bit = divmod(col, 8)
+        mask = np.uint8(0x80 >> bit)
+        hits = np.flatnonzero(P[rank:, byte] & mask) + rank
+        if len(hits) == 0:
+            continue
+        p = hits[0]
+        if p != rank:
+            P[[rank, p]] = P[[p, rank]]
+        others = np.flatnonzero(P[:, byte] & mask)
+        others = others[others != rank]
+        if len(others):
+            P[others] ^= P[rank]
+        rank += 1
+        if rank == m:
+            break
+    return rank

@@ -1,0 +1,304 @@
+"""LDPC mother codes and syndrome reconciliation (rate-adaptive + blind): seeded, no wall-clock asserts.
+
+Codes are built once per (rate, n, seed) and cached on disk; most tests use n = 4096 frames to stay fast.
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from qkdlink.host.ldpc_codes import (BP_THRESHOLDS, DEGREE_DISTRIBUTIONS, MOTHER_RATES, code_shape,
+                                     code_stats, construct_code, get_code, gf2_rank, lifting_for)
+from qkdlink.host.ldpc_reconcile import (QBER_MAX, LdpcAlice, LdpcBob, LdpcParams, LdpcProtocolError,
+                                         binary_entropy, decode_message, encode_message, plan_frames,
+                                         reconcile)
+
+SMALL = LdpcParams(frame_bits=4096, max_iter=60)
+
+
+def bsc(n_bits, q, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 2, n_bits, dtype=np.uint8)
+    e = (rng.random(n_bits) < q).astype(np.uint8)
+    return a, a ^ e
+
+
+def four_cycle_pairs(H, columns):
+    """Pairs (v in columns, w != v) sharing two or more checks = 4-cycles through v."""
+    Hc = sp.csc_matrix(H, dtype=np.int32)
+    G = (Hc[:, columns].T @ Hc).tocoo()
+    return int(((G.data >= 2) & (np.asarray(columns)[G.row] != G.col)).sum())
+
+
+# ------------------------------------------------------------------------------------------------
+# Codes
+# ------------------------------------------------------------------------------------------------
+
+def test_regeneration_is_deterministic_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("QKDLINK_CACHE", str(tmp_path))
+    a = get_code(0.7, 4096, seed=3)
+    files = list((tmp_path / "ldpc").glob("*.npz"))
+    assert len(files) == 1
+    fresh = construct_code(0.7, 4096, seed=3)                  # no cache: built again from the seed
+    assert (a.H != fresh.H).nnz == 0
+    assert np.array_equal(a.puncture_order, fresh.puncture_order)
+    assert np.array_equal(a.modulation_order, fresh.modulation_order)
+    other = construct_code(0.7, 4096, seed=4)
+    assert (a.H != other.H).nnz > 0
+
+
+def test_cached_file_is_reloaded_identically(tmp_path, monkeypatch):
+    monkeypatch.setenv("QKDLINK_CACHE", str(tmp_path))
+    from qkdlink.host import ldpc_codes
+    a = get_code(0.5, 4096, seed=9)
+    ldpc_codes._get_code_cached.cache_clear()                  # force the read from disk
+    b = get_code(0.5, 4096, seed=9)
+    assert a is not b and (a.H != b.H).nnz == 0 and np.array_equal(a.puncture_order, b.puncture_order)
+
+
+@pytest.mark.parametrize("rate", MOTHER_RATES)
+def test_code_full_rank_degrees_and_puncturing(rate):
+    code = get_code(rate, 4096)
+    st = code_stats(code)
+    assert (st["m"], st["n"]) == code_shape(rate, 4096) == code.H.shape
+    assert abs(code.rate - rate) < 0.005
+    assert gf2_rank(code.H) == code.m                          # every syndrome bit is independent
+    # degrees follow Elkouss et al. 2009 Table I: average variable degree within 10 %
+    lam = DEGREE_DISTRIBUTIONS[rate][0]
+    avg_dv = 1.0 / sum(v / d for d, v in lam.items())
+    assert abs(st["edges_per_bit"] - avg_dv) / avg_dv < 0.10
+    assert min(st["var_degrees"]) == 2
+    assert max(st["check_degrees"]) - min(st["check_degrees"]) <= 1   # check-concentrated
+    # punctured columns are independent: p random padding bits hide exactly p syndrome bits
+    order = code.puncture_order
+    assert len(order) >= 0.05 * code.n
+    assert gf2_rank(code.H[:, order]) == len(order)
+    assert sorted(code.modulation_order.tolist()) == list(range(code.n))
+
+
+@pytest.mark.parametrize("rate", MOTHER_RATES)
+def test_no_four_cycles_for_large_circulants(rate):
+    st = code_stats(get_code(rate, 32768))
+    assert st["z"] == 128 and st["four_cycles"] == 0           # girth >= 6
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.6, 0.7, 0.8])
+def test_girth_of_low_degree_symbols(rate):
+    """Exact local girth (BFS): degree-2 and -3 symbols sit on no 4-cycle even with 32 x 32 circulants."""
+    st = code_stats(get_code(rate, 4096), girth=True)
+    assert st["girth_by_degree"][2] >= 6 and st["girth_by_degree"][3] >= 6
+    assert (st["girth"] == 4.0) == (st["four_cycles"] > 0) and st["girth"] >= 4
+
+
+def test_low_degree_symbols_avoid_four_cycles_in_small_codes():
+    for rate in (0.5, 0.6, 0.7):
+        code = get_code(rate, 4096)
+        deg = np.diff(code.H.tocsc().indptr)
+        assert four_cycle_pairs(code.H, np.flatnonzero(deg <= 3)) == 0
+    # the stats count 4-cycles from the shift matrix; the count agrees with H itself
+    code = get_code(0.8, 4096)
+    Hc = sp.csc_matrix(code.H, dtype=np.int64)
+    G = sp.triu(Hc.T @ Hc, k=1).tocoo()
+    assert code_stats(code)["four_cycles"] == int((G.data * (G.data - 1) // 2).sum()) > 0
+
+
+def test_lifting_and_bad_code_parameters():
+    assert lifting_for(4096) == (128, 32)
+    assert lifting_for(65536) == (256, 256)
+    assert lifting_for(100000) == (250, 400)
+    with pytest.raises(ValueError, match="mother rate 0.75"):
+        get_code(0.75, 4096)
+    with pytest.raises(ValueError, match="frame length n = 4099"):
+        get_code(0.5, 4099)                                    # prime: no quasi-cyclic lifting
+    with pytest.raises(ValueError, match="seed"):
+        get_code(0.5, 4096, seed=-1)
+
+
+@pytest.mark.parametrize("rate", MOTHER_RATES)
+def test_bp_decodes_well_below_threshold(rate):
+    """The mother code alone (no puncturing) at 60 % of its BSC threshold: every frame decodes."""
+    from ldpc import BpDecoder
+    code = get_code(rate, 4096)
+    q = 0.6 * BP_THRESHOLDS[rate]
+    dec = BpDecoder(code.H, error_rate=q, max_iter=60, bp_method="product_sum", input_vector_type="syndrome")
+    rng = np.random.default_rng(int(rate * 10))
+    for _ in range(4):
+        e = (rng.random(code.n) < q).astype(np.uint8)
+        d = dec.decode(code.syndromes(e))
+        assert dec.converge and np.array_equal(d, e)
+
+
+def test_syndromes_vectorised_match_single():
+    code = get_code(0.6, 4096)
+    words = np.random.default_rng(2).integers(0, 2, (5, code.n), dtype=np.uint8)
+    s = code.syndromes(words)
+    assert s.shape == (5, code.m)
+    for w, sw in zip(words, s):
+        assert np.array_equal(sw, (code.H.astype(np.int64) @ w) % 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reconciliation
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("q, rate", [(0.005, 0.9), (0.01, 0.9), (0.02, 0.8), (0.03, 0.7), (0.05, 0.7),
+                                     (0.065, 0.6), (0.08, 0.5), (0.10, 0.5), (0.109, 0.5)])
+def test_identical_keys_over_the_qber_range(q, rate):
+    """Several frames per QBER; the mother rate follows the QBER; both ends end with the same key."""
+    n_bits = 6 * plan_frames(10**6, q, SMALL).key_bits - 77          # six frames, not all full
+    a, b = bsc(n_bits, q, seed=int(q * 1e4))
+    ka, kb, st = reconcile(a, b, q, SMALL, alice_rng=np.random.default_rng(1))
+    assert st["mother_rate"] == pytest.approx(rate, abs=0.005)
+    assert st["frames"] == 6 and st["n"] == 4096
+    assert np.array_equal(ka, kb)
+    assert st["kept_bits"] == len(kb) == n_bits - st["discarded_bits"]
+    assert st["frame_errors"] == len(st["failed_frames"]) and st["fer"] == st["frame_errors"] / 6
+    if st["frame_errors"] == 0:
+        assert np.array_equal(kb, a)                             # Bob now holds Alice's key
+    assert 1.0 < st["efficiency"] < 1.6                          # 4 kbit frames: f well above 1
+
+
+def test_leaked_bits_are_counted_exactly():
+    """Recount the disclosure from the messages themselves: m per frame, minus hidden punctured bits."""
+    q = 0.04
+    a, b = bsc(30000, q, seed=5)
+    alice = LdpcAlice(a, rng=np.random.default_rng(3))
+    log = []
+
+    def ask(msg):
+        reply = alice(msg)
+        log.append((msg, reply))
+        return reply
+
+    kb, st = LdpcBob(SMALL).reconcile(b, ask, q)
+    setup, syn = log[0]
+    frames, p0 = setup["frames"], setup["punctured"]
+    m = st["m"]
+    assert len(syn["syndromes"]) == (frames * m + 7) // 8
+    p = np.full(frames, p0)
+    revealed = 0
+    for msg, reply in log[1:-1]:
+        assert msg["type"] == "ldpc_reveal"
+        count = len(msg["frames"]) * (p[msg["frames"]][0] - msg["punctured"])
+        assert len(reply["values"]) == (count + 7) // 8
+        revealed += count
+        p[msg["frames"]] = msg["punctured"]
+    assert log[-1][0]["type"] == "ldpc_done"
+    assert st["revealed_bits"] == revealed
+    assert st["leaked_bits"] == frames * m - frames * p0 + revealed == int((m - p).sum())
+    assert st["leaked_bits"] == st["syndrome_bits_net"] + st["revealed_bits"]
+    assert st["messages"] == 2 * len(log)
+    assert np.array_equal(alice.result(), kb)
+
+
+def test_efficiency_and_frame_error_rate_measured():
+    """16 kbit frames at 3 %: f = leaked / (N h(q)) from the actual errors, all frames decoded."""
+    q = 0.03
+    params = LdpcParams(frame_bits=16384)
+    a, b = bsc(4 * plan_frames(10**6, q, params).key_bits, q, seed=11)
+    ka, kb, st = reconcile(a, b, q, params, alice_rng=np.random.default_rng(2))
+    q_actual = float(np.mean(a != b))
+    f_actual = st["leaked_bits"] / (len(a) * binary_entropy(q_actual))
+    assert st["fer"] == 0.0 and np.array_equal(ka, a) and np.array_equal(kb, a)
+    assert st["efficiency"] == pytest.approx(st["leaked_bits"] / (len(a) * binary_entropy(q)))
+    assert 1.0 < f_actual < 1.25
+    assert sum(st["rounds_histogram"]) == st["frames"]
+
+
+def test_failed_frames_are_counted_and_dropped_at_both_ends():
+    """The estimate says 1 % but the channel has 5 %: frames fail, are counted, and both ends drop them."""
+    a, b = bsc(20000, 0.05, seed=3)
+    params = LdpcParams(frame_bits=4096, max_rounds=2, max_iter=30)
+    ka, kb, st = reconcile(a, b, 0.01, params, alice_rng=np.random.default_rng(0))
+    assert st["frame_errors"] == st["frames"] and st["fer"] == 1.0
+    assert len(ka) == len(kb) == 0 and st["discarded_bits"] == 20000
+    assert st["leaked_bits"] > 0                                  # disclosed even though discarded
+
+
+def test_blind_retries_rescue_an_optimistic_start():
+    q = 0.05
+    a, b = bsc(20000, q, seed=8)
+    params = LdpcParams(frame_bits=4096, f_start=0.9, f_step=0.06, max_rounds=12, max_iter=60)
+    ka, kb, st = reconcile(a, b, q, params, alice_rng=np.random.default_rng(0))
+    assert st["first_attempt_failures"] == st["frames"]          # f = 0.9 < 1 can never decode
+    assert st["fer"] == 0.0 and np.array_equal(ka, kb) and st["revealed_bits"] > 0
+    assert st["messages"] >= 6
+
+
+def test_short_key_uses_one_short_frame():
+    a, b = bsc(900, 0.02, seed=1)
+    ka, kb, st = reconcile(a, b, 0.02, LdpcParams(frame_bits=4096), alice_rng=np.random.default_rng(0))
+    assert st["frames"] == 1 and st["n"] == 4096 and np.array_equal(ka, kb)
+
+
+def test_messages_survive_the_wire_format():
+    msg = {"type": "x", "frames": [1, 2, 3], "values": b"\x00\xff", "rate": 0.5, "n": np.int64(7)}
+    assert decode_message(encode_message(msg)) == {**msg, "n": 7}
+    assert encode_message(msg) == encode_message(dict(reversed(list(msg.items()))))   # canonical
+
+
+def test_parallel_workers_give_the_same_result():
+    q = 0.03
+    a, b = bsc(12000, q, seed=4)
+    r1 = reconcile(a, b, q, SMALL, alice_rng=np.random.default_rng(5))
+    r2 = reconcile(a, b, q, LdpcParams(frame_bits=4096, max_iter=60, workers=2), alice_rng=np.random.default_rng(5))
+    assert np.array_equal(r1[1], r2[1]) and r1[2]["leaked_bits"] == r2[2]["leaked_bits"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input
+# ------------------------------------------------------------------------------------------------
+
+def test_length_mismatch_is_refused():
+    a, b = bsc(5000, 0.02, seed=0)
+    with pytest.raises(ValueError, match="length mismatch"):
+        reconcile(a, b[:-1], 0.02, SMALL)
+    alice = LdpcAlice(a[:-10])                                  # over the message path: Alice refuses
+    with pytest.raises(LdpcProtocolError, match="Bob has 5000 bits, Alice has 4990"):
+        LdpcBob(SMALL).reconcile(b, alice, 0.02)
+
+
+@pytest.mark.parametrize("q", [0.11, 0.15, 0.5])
+def test_qber_at_or_above_11_percent_is_a_clear_error(q):
+    a, b = bsc(5000, 0.02, seed=0)
+    with pytest.raises(ValueError, match="above the one-way BB84 limit"):
+        reconcile(a, b, q, SMALL)
+    assert QBER_MAX == 0.11
+
+
+@pytest.mark.parametrize("q", [-0.01, float("nan"), "0.02", None])
+def test_bad_qber_values(q):
+    a, b = bsc(100, 0.02, seed=0)
+    with pytest.raises(ValueError, match="QBER estimate"):
+        reconcile(a, b, q, SMALL)
+
+
+def test_empty_and_non_binary_keys():
+    with pytest.raises(ValueError, match="empty"):
+        reconcile(np.zeros(0, np.uint8), np.zeros(0, np.uint8), 0.02, SMALL)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        reconcile(np.full(10, 2), np.zeros(10, np.uint8), 0.02, SMALL)
+    with pytest.raises(ValueError, match="1-D"):
+        reconcile(np.zeros((2, 5), np.uint8), np.zeros((2, 5), np.uint8), 0.02, SMALL)
+
+
+def test_protocol_errors():
+    a, b = bsc(5000, 0.02, seed=0)
+    alice = LdpcAlice(a)
+    with pytest.raises(LdpcProtocolError, match="before ldpc_setup"):
+        alice({"type": "ldpc_reveal", "frames": [0], "punctured": 0})
+
+    def truncating(msg):                                        # a syndrome message cut short
+        reply = LdpcAlice(a)(msg)
+        if "syndromes" in reply:
+            reply["syndromes"] = reply["syndromes"][:-1]
+        return reply
+    with pytest.raises(LdpcProtocolError, match="ldpc_syndromes: expected"):
+        LdpcBob(SMALL).reconcile(b, truncating, 0.02)
+
+    def other_code(msg):                                        # Alice would build another H
+        return LdpcAlice(a)({**msg, "code_digest": "0" * 16} if msg["type"] == "ldpc_setup" else msg)
+    with pytest.raises(LdpcProtocolError, match="differs between the ends"):
+        LdpcBob(SMALL).reconcile(b, other_code, 0.02)
+    with pytest.raises(ValueError, match="LdpcParams.f_start"):
+        LdpcParams(f_start=0.5)
