@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["tx_cosim.py", "rx_cosim.py", "auth_throughput.py", "pa_throughput.py", "reconcile_cascade.py"]
+BENCHMARKS = ["tx_cosim.py", "rx_cosim.py", "auth_throughput.py", "pa_throughput.py", "reconcile_cascade.py", "reconcile_ldpc.py"]
 
 
 def main() -> int:

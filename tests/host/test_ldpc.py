@@ -147,15 +147,18 @@ def test_identical_keys_over_the_qber_range(q, rate):
     """Several frames per QBER; the mother rate follows the QBER; both ends end with the same key."""
     n_bits = 6 * plan_frames(10**6, q, SMALL).key_bits - 77          # six frames, not all full
     a, b = bsc(n_bits, q, seed=int(q * 1e4))
-    ka, kb, st = reconcile(a, b, q, SMALL, alice_rng=np.random.default_rng(1))
-    assert st["mother_rate"] == pytest.approx(rate, abs=0.005)
-    assert st["frames"] == 6 and st["n"] == 4096
+    kb, st, alice = reconcile(a, b, q, params=SMALL, alice_rng=np.random.default_rng(1))
+    ka = alice.result()
+    assert st.mother_rate == pytest.approx(rate, abs=0.005)
+    assert st.frames == 6 and st.n == 4096
     assert np.array_equal(ka, kb)
-    assert st["kept_bits"] == len(kb) == n_bits - st["discarded_bits"]
-    assert st["frame_errors"] == len(st["failed_frames"]) and st["fer"] == st["frame_errors"] / 6
-    if st["frame_errors"] == 0:
+    assert st.kept_bits == len(kb) == n_bits - st.discarded_bits
+    assert st.frame_errors == len(st.failed_frames) and st.fer == st.frame_errors / 6
+    if st.frame_errors == 0:
         assert np.array_equal(kb, a)                             # Bob now holds Alice's key
-    assert 1.0 < st["efficiency"] < 1.6                          # 4 kbit frames: f well above 1
+    assert 1.0 < st.efficiency() < (1.8 if q < 0.01 else 1.6)   # 4 kbit frames: f well above 1
+    assert st.wire_bytes > st.payload_bits_from_alice // 8       # every message went through bytes
+    assert st.to_dict()["leaked_bits"] == st.leaked_bits and st.rounds == st.messages // 2
 
 
 def test_leaked_bits_are_counted_exactly():
@@ -173,21 +176,25 @@ def test_leaked_bits_are_counted_exactly():
     kb, st = LdpcBob(SMALL).reconcile(b, ask, q)
     setup, syn = log[0]
     frames, p0 = setup["frames"], setup["punctured"]
-    m = st["m"]
+    m = st.m
     assert len(syn["syndromes"]) == (frames * m + 7) // 8
     p = np.full(frames, p0)
     revealed = 0
-    for msg, reply in log[1:-1]:
+    for msg, reply in log[1:-2]:
         assert msg["type"] == "ldpc_reveal"
         count = len(msg["frames"]) * (p[msg["frames"]][0] - msg["punctured"])
         assert len(reply["values"]) == (count + 7) // 8
         revealed += count
         p[msg["frames"]] = msg["punctured"]
+    verify, _ = log[-2]
+    assert verify["type"] == "ldpc_verify" and verify["bits"] == 32
+    hashed = 32 * len(verify["frames"])
+    assert len(verify["hashes"]) == (hashed + 7) // 8
     assert log[-1][0]["type"] == "ldpc_done"
-    assert st["revealed_bits"] == revealed
-    assert st["leaked_bits"] == frames * m - frames * p0 + revealed == int((m - p).sum())
-    assert st["leaked_bits"] == st["syndrome_bits_net"] + st["revealed_bits"]
-    assert st["messages"] == 2 * len(log)
+    assert st.revealed_bits == revealed and st.verify_bits == hashed
+    assert st.leaked_bits == frames * m - frames * p0 + revealed + hashed == int((m - p).sum()) + hashed
+    assert st.leaked_bits == st.syndrome_bits_net + st.revealed_bits + st.verify_bits
+    assert st.messages == 2 * len(log)
     assert np.array_equal(alice.result(), kb)
 
 
@@ -196,39 +203,68 @@ def test_efficiency_and_frame_error_rate_measured():
     q = 0.03
     params = LdpcParams(frame_bits=16384)
     a, b = bsc(4 * plan_frames(10**6, q, params).key_bits, q, seed=11)
-    ka, kb, st = reconcile(a, b, q, params, alice_rng=np.random.default_rng(2))
+    kb, st, alice = reconcile(a, b, q, params=params, alice_rng=np.random.default_rng(2))
+    ka = alice.result()
     q_actual = float(np.mean(a != b))
-    f_actual = st["leaked_bits"] / (len(a) * binary_entropy(q_actual))
-    assert st["fer"] == 0.0 and np.array_equal(ka, a) and np.array_equal(kb, a)
-    assert st["efficiency"] == pytest.approx(st["leaked_bits"] / (len(a) * binary_entropy(q)))
+    f_actual = st.leaked_bits / (len(a) * binary_entropy(q_actual))
+    assert st.fer == 0.0 and np.array_equal(ka, a) and np.array_equal(kb, a)
+    assert st.efficiency() == pytest.approx(st.leaked_bits / (len(a) * binary_entropy(q)))
     assert 1.0 < f_actual < 1.25
-    assert sum(st["rounds_histogram"]) == st["frames"]
+    assert sum(st.rounds_histogram) == st.frames
 
 
 def test_failed_frames_are_counted_and_dropped_at_both_ends():
     """The estimate says 1 % but the channel has 5 %: frames fail, are counted, and both ends drop them."""
     a, b = bsc(20000, 0.05, seed=3)
     params = LdpcParams(frame_bits=4096, max_rounds=2, max_iter=30)
-    ka, kb, st = reconcile(a, b, 0.01, params, alice_rng=np.random.default_rng(0))
-    assert st["frame_errors"] == st["frames"] and st["fer"] == 1.0
-    assert len(ka) == len(kb) == 0 and st["discarded_bits"] == 20000
-    assert st["leaked_bits"] > 0                                  # disclosed even though discarded
+    kb, st, alice = reconcile(a, b, 0.01, params=params, alice_rng=np.random.default_rng(0))
+    ka = alice.result()
+    assert st.frame_errors == st.frames and st.fer == 1.0
+    assert len(ka) == len(kb) == 0 and st.discarded_bits == 20000
+    assert st.leaked_bits > 0                                  # disclosed even though discarded
 
 
 def test_blind_retries_rescue_an_optimistic_start():
     q = 0.05
     a, b = bsc(20000, q, seed=8)
     params = LdpcParams(frame_bits=4096, f_start=0.9, f_step=0.06, max_rounds=12, max_iter=60)
-    ka, kb, st = reconcile(a, b, q, params, alice_rng=np.random.default_rng(0))
-    assert st["first_attempt_failures"] == st["frames"]          # f = 0.9 < 1 can never decode
-    assert st["fer"] == 0.0 and np.array_equal(ka, kb) and st["revealed_bits"] > 0
-    assert st["messages"] >= 6
+    kb, st, alice = reconcile(a, b, q, params=params, alice_rng=np.random.default_rng(0))
+    ka = alice.result()
+    assert st.first_attempt_failures == st.frames          # f = 0.9 < 1 can never decode
+    assert st.fer == 0.0 and np.array_equal(ka, kb) and st.revealed_bits > 0
+    assert st.messages >= 6
+
+
+def test_per_frame_verification_catches_a_wrong_frame_and_counts_its_bits():
+    """A corrupting channel (Bob's decoder output is flipped in frame 1) is caught by the frame hash."""
+    q = 0.03
+    a, b = bsc(12000, q, seed=6)
+    params = LdpcParams(frame_bits=4096, max_iter=60)              # verify_bits = 32 by default
+    kb, st, alice = reconcile(a, b, q, params=params, alice_rng=np.random.default_rng(2))
+    ka = alice.result()
+    assert st.verify_mismatches == 0 and st.verify_bits == 32 * (st.frames - st.frame_errors)
+    off = reconcile(a, b, q, params=LdpcParams(frame_bits=4096, max_iter=60, verify_bits=0),
+                    alice_rng=np.random.default_rng(2))[1]
+    assert off.verify_bits == 0 and off.leaked_bits == st.leaked_bits - st.verify_bits
+    assert st.leaked_bits == st.syndrome_bits_net + st.revealed_bits + st.verify_bits
+    assert np.array_equal(ka, kb)
+
+    alice = LdpcAlice(a, rng=np.random.default_rng(2))
+
+    def flip_after_decoding(msg):                               # Alice's key changes under Bob's feet
+        if msg["type"] == "ldpc_verify":
+            alice._words[msg["frames"][1], alice._keypos[5]] ^= 1
+        return alice(msg)
+    kb2, st2 = LdpcBob(params).reconcile(b, flip_after_decoding, q)
+    assert st2.verify_mismatches == 1 and st2.frame_errors == st.frame_errors + 1
+    assert np.array_equal(alice.result(), kb2)                 # both ends dropped that frame
 
 
 def test_short_key_uses_one_short_frame():
     a, b = bsc(900, 0.02, seed=1)
-    ka, kb, st = reconcile(a, b, 0.02, LdpcParams(frame_bits=4096), alice_rng=np.random.default_rng(0))
-    assert st["frames"] == 1 and st["n"] == 4096 and np.array_equal(ka, kb)
+    kb, st, alice = reconcile(a, b, 0.02, params=LdpcParams(frame_bits=4096), alice_rng=np.random.default_rng(0))
+    ka = alice.result()
+    assert st.frames == 1 and st.n == 4096 and np.array_equal(ka, kb)
 
 
 def test_messages_survive_the_wire_format():
@@ -240,9 +276,10 @@ def test_messages_survive_the_wire_format():
 def test_parallel_workers_give_the_same_result():
     q = 0.03
     a, b = bsc(12000, q, seed=4)
-    r1 = reconcile(a, b, q, SMALL, alice_rng=np.random.default_rng(5))
-    r2 = reconcile(a, b, q, LdpcParams(frame_bits=4096, max_iter=60, workers=2), alice_rng=np.random.default_rng(5))
-    assert np.array_equal(r1[1], r2[1]) and r1[2]["leaked_bits"] == r2[2]["leaked_bits"]
+    r1 = reconcile(a, b, q, params=SMALL, alice_rng=np.random.default_rng(5))
+    r2 = reconcile(a, b, q, params=LdpcParams(frame_bits=4096, max_iter=60, workers=2),
+                   alice_rng=np.random.default_rng(5))
+    assert np.array_equal(r1[0], r2[0]) and r1[1].leaked_bits == r2[1].leaked_bits
 
 
 # ------------------------------------------------------------------------------------------------
@@ -252,7 +289,7 @@ def test_parallel_workers_give_the_same_result():
 def test_length_mismatch_is_refused():
     a, b = bsc(5000, 0.02, seed=0)
     with pytest.raises(ValueError, match="length mismatch"):
-        reconcile(a, b[:-1], 0.02, SMALL)
+        reconcile(a, b[:-1], 0.02, params=SMALL)
     alice = LdpcAlice(a[:-10])                                  # over the message path: Alice refuses
     with pytest.raises(LdpcProtocolError, match="Bob has 5000 bits, Alice has 4990"):
         LdpcBob(SMALL).reconcile(b, alice, 0.02)
@@ -262,7 +299,7 @@ def test_length_mismatch_is_refused():
 def test_qber_at_or_above_11_percent_is_a_clear_error(q):
     a, b = bsc(5000, 0.02, seed=0)
     with pytest.raises(ValueError, match="above the one-way BB84 limit"):
-        reconcile(a, b, q, SMALL)
+        reconcile(a, b, q, params=SMALL)
     assert QBER_MAX == 0.11
 
 
@@ -270,16 +307,16 @@ def test_qber_at_or_above_11_percent_is_a_clear_error(q):
 def test_bad_qber_values(q):
     a, b = bsc(100, 0.02, seed=0)
     with pytest.raises(ValueError, match="QBER estimate"):
-        reconcile(a, b, q, SMALL)
+        reconcile(a, b, q, params=SMALL)
 
 
 def test_empty_and_non_binary_keys():
     with pytest.raises(ValueError, match="empty"):
-        reconcile(np.zeros(0, np.uint8), np.zeros(0, np.uint8), 0.02, SMALL)
+        reconcile(np.zeros(0, np.uint8), np.zeros(0, np.uint8), 0.02, params=SMALL)
     with pytest.raises(ValueError, match="only 0 and 1"):
-        reconcile(np.full(10, 2), np.zeros(10, np.uint8), 0.02, SMALL)
+        reconcile(np.full(10, 2), np.zeros(10, np.uint8), 0.02, params=SMALL)
     with pytest.raises(ValueError, match="1-D"):
-        reconcile(np.zeros((2, 5), np.uint8), np.zeros((2, 5), np.uint8), 0.02, SMALL)
+        reconcile(np.zeros((2, 5), np.uint8), np.zeros((2, 5), np.uint8), 0.02, params=SMALL)
 
 
 def test_protocol_errors():
