@@ -10,13 +10,11 @@ model's record digest. Prints JSON. Goal (issue 3): >= 50x amaranth.sim, >= 10^6
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
 
 import numpy as np
 
+from cosim_speed import comparison, run
 from qkdlink.cosim.bob import run_bob_cosim
 from qkdlink.cosim.bob_pysim import run_bob_pysim
 from qkdlink.cosim.bob_stimulus import make_stimulus
@@ -46,30 +44,12 @@ def measure(S: int, P: int, slots: int, pysim_slots: int) -> dict:
     det[py["pre_clocks"]:py["pre_clocks"] + py_clocks] = stim.det[:py_clocks]
     sync[py["pre_clocks"]:py["pre_clocks"] + py_clocks] = stim.sync[:py_clocks]
     py_ok = py["SNAP_DIGEST_RECORDS"] == bob_model(params, settings, det, sync).snapshot["SNAP_DIGEST_RECORDS"]
-    vl_rate = vl["slots"] / vl["run_wall_s"]
-    py_rate = py_clocks * P / py["emit_wall_s"]
-    return {
-        "samples_per_clock": S, "slots_per_clock": P,
-        "verilator": {"slots": vl["slots"], "records": vl["records"], "sifted": vl["sifted"],
-                      "run_wall_s": round(vl["run_wall_s"], 3), "slots_per_s": round(vl_rate),
-                      "model_agreement": vl["model_agreement"]},
-        "amaranth_sim": {"slots": py_clocks * P, "emit_wall_s": round(py["emit_wall_s"], 3),
-                         "slots_per_s": round(py_rate), "model_agreement": py_ok},
-        "speedup_vs_amaranth_sim": round(vl_rate / py_rate, 1),
-        "goal_slots_per_s": 1e6, "goal_speedup": 50,
-        "meets_goals": vl_rate >= 1e6 and vl_rate / py_rate >= 50,
-    }
+    return comparison(S, P, {"records": vl["records"], "sifted": vl["sifted"], "model_agreement": vl["model_agreement"]}, vl["slots"], vl["run_wall_s"],
+                      py_clocks * P, py["emit_wall_s"], py_ok)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--slots", type=int, default=4_000_000)
-    ap.add_argument("--pysim-slots", type=int, default=20_000)
-    args = ap.parse_args(argv)
-    results = [measure(S, P, args.slots, args.pysim_slots) for S, P in ((4, 4), (2, 1))]
-    print(json.dumps({"benchmark": "rx_cosim", "machine": platform.machine(), "python": platform.python_version(),
-                      "results": results}, indent=2))
-    return 0
+    return run("rx_cosim", __doc__, measure, 4_000_000, 20_000, argv)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,9 @@ amaranth.sim and >= 10^6 slots/s on a 2-core machine.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
 
+from cosim_speed import comparison, run
 from qkdlink.cosim.alice import run_alice_cosim
 from qkdlink.cosim.alice_pysim import run_alice_pysim
 from qkdlink.gateware.alice import AliceParams
@@ -27,30 +25,12 @@ def measure(S: int, P: int, slots: int, pysim_slots: int) -> dict:
     py_clocks = pysim_slots // P
     py = run_alice_pysim(params, settings, [py_clocks])
     py_ok = py["snapshots"] == alice_model(params, settings, [py_clocks]).snapshots
-    vl_rate = vl["slots"] / vl["emit_wall_s"]
-    py_rate = py_clocks * P / py["emit_wall_s"]
-    return {
-        "samples_per_clock": S, "slots_per_clock": P,
-        "verilator": {"slots": vl["slots"], "emit_wall_s": round(vl["emit_wall_s"], 3),
-                      "slots_per_s": round(vl_rate), "clocks_per_s": round(vl_rate / P),
-                      "model_agreement": vl["model_agreement"]},
-        "amaranth_sim": {"slots": py_clocks * P, "emit_wall_s": round(py["emit_wall_s"], 3),
-                         "slots_per_s": round(py_rate), "model_agreement": py_ok},
-        "speedup_vs_amaranth_sim": round(vl_rate / py_rate, 1),
-        "goal_slots_per_s": 1e6, "goal_speedup": 50,
-        "meets_goals": vl_rate >= 1e6 and vl_rate / py_rate >= 50,
-    }
+    return comparison(S, P, {"model_agreement": vl["model_agreement"]}, vl["slots"], vl["emit_wall_s"],
+                      py_clocks * P, py["emit_wall_s"], py_ok)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--slots", type=int, default=10_000_000)
-    ap.add_argument("--pysim-slots", type=int, default=40_000)
-    args = ap.parse_args(argv)
-    results = [measure(S, P, args.slots, args.pysim_slots) for S, P in ((4, 4), (2, 1))]
-    print(json.dumps({"benchmark": "tx_cosim", "machine": platform.machine(), "python": platform.python_version(),
-                      "results": results}, indent=2))
-    return 0
+    return run("tx_cosim", __doc__, measure, 10_000_000, 40_000, argv)
 
 
 if __name__ == "__main__":
