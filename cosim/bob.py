@@ -22,6 +22,7 @@ from ..gateware.bob_model import BobSettings, bob_model
 from ..gateware.regmap import ID_BOB, REGMAP_VERSION
 from ..gateware import protocol as proto
 from ..hdl.record_fifo import BIT_BIT
+from .alice_host import AliceHost, record_queries
 from .toolchain import build, run_cocotb, link_pump_sv, PUBLIC as PUB
 
 __all__ = ["bob_verilog", "bob_top_sv", "replay_sv", "build_bob", "run_bob_cosim", "write_events", "TOPLEVEL"]
@@ -166,16 +167,8 @@ def run_bob_cosim(params: BobParams, settings: BobSettings, det: np.ndarray, syn
         mismatches.append(f"records: {len(records)} received, {len(expect.records)} expected; first difference at {k}")
 
     # Sifting: what Alice's gateware would answer, and what Bob must then keep.
-    codes = np.asarray(alice_codes, dtype=np.uint8)
-
-    def lookup(slot):
-        j = (int(slot) - int(alice_first_slot)) % (1 << 48)
-        return (int(codes[j]), 0) if j < codes.size else (0, 1)
-
-    slots = [int(r) & ((1 << 48) - 1) for r in expect.records]
-    bases = [(int(r) >> 48) & 1 for r in expect.records]
-    answers, alice_kept, _ = proto.alice_sift_model(lookup, list(zip(slots, bases)))
-    pending = [(s, b, (int(r) >> 49) & 1) for s, b, r in zip(slots, bases, expect.records)]
+    answers, alice_kept, _ = AliceHost(alice_codes, alice_first_slot).sift(expect.records)
+    pending = [(s, b, (int(r) >> 49) & 1) for (s, b), r in zip(record_queries(expect.records), expect.records)]
     bob_kept, _, _ = proto.bob_apply_model(pending, answers)
     got_key = [tuple(e) for e in measured["sifted_key"]]
     if sift and got_key != [tuple(e) for e in bob_kept]:

@@ -17,6 +17,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
+from qkdlink.cosim.alice_host import AliceHost
 from qkdlink.cosim.bob_sequence import setup_writes
 from qkdlink.cosim.tb.hostlink_driver import HostLinkDriver
 from qkdlink.gateware import protocol as proto
@@ -29,22 +30,6 @@ _CTRL = R["CTRL"]
 
 def _bit(reg, name):
     return 1 << reg.field(name).offset
-
-
-class AliceHost:
-    """Answers Bob's detections from Alice's choices, as Alice's gateware would."""
-
-    def __init__(self, codes: np.ndarray, first_slot: int):
-        self.codes, self.first = codes, first_slot
-
-    def lookup(self, slot: int):
-        j = (slot - self.first) % (1 << 48)
-        return (int(self.codes[j]), 0) if j < self.codes.size else (0, 1)
-
-    def answer(self, records: list[int]):
-        queries = [(r & ((1 << 48) - 1), (r >> 48) & 1) for r in records]
-        answers, _, _ = proto.alice_sift_model(self.lookup, queries)
-        return answers
 
 
 async def sift(link: HostLinkDriver, alice: AliceHost, records: list[int], key: list) -> None:

@@ -11,7 +11,7 @@ from cocotb.triggers import Timer
 
 from qkdlink.gateware import protocol as proto
 
-UNSOLICITED = {proto.MsgType.DETECTIONS} if hasattr(proto.MsgType, "DETECTIONS") else set()
+UNSOLICITED = {proto.MsgType.DETECTIONS}
 
 
 class LinkTimeout(AssertionError):

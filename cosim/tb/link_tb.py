@@ -15,6 +15,7 @@ import cocotb
 from cocotb.triggers import ClockCycles
 
 from qkdlink.cosim.alice_sequence import setup_writes, burst_writes, unpack_snapshot, SNAP_FIRST, SNAP_COUNT, RUN, SNAPSHOT
+from qkdlink.cosim.alice_host import record_queries
 from qkdlink.cosim.bob_sequence import setup_writes as bob_setup_writes
 from qkdlink.cosim.tb.hostlink_driver import HostLinkDriver
 from qkdlink.cosim.tb.bob_tb import take_records
@@ -62,7 +63,7 @@ async def link_sifting(dut):
         nonlocal records_total
         records = take_records(bob)
         records_total += len(records)
-        queries = [(r & ((1 << 48) - 1), (r >> 48) & 1) for r in records]
+        queries = record_queries(records)
         for i in range(0, len(queries), 32):
             ans, key = await alice.request(proto.MsgType.SIFT_QUERY, proto.sift_query(queries[i:i + 32]), answers=2)
             assert isinstance(ans, proto.SiftAnswer) and isinstance(key, proto.SiftedKey), (ans, key)
