@@ -78,8 +78,13 @@ def _class_statistics(alice_key, bob_key, alice_snap, alice_sift, expect) -> dic
     return out
 
 
-def run_full_link(cfg, *, slots: int, seed: int = 1, work_dir: Path | None = None) -> dict:
-    """Co-simulate ``slots`` slots of the link ``cfg`` (a :class:`LinkConfig`); returns the report."""
+def run_full_link(cfg, *, slots: int, seed: int = 1, work_dir: Path | None = None,
+                  channel_options: dict | None = None) -> dict:
+    """Co-simulate ``slots`` slots of the link ``cfg`` (a :class:`LinkConfig`); returns the report.
+
+    ``channel_options`` are passed to :class:`~qkdlink.cosim.channel.Channel` (``eve``,
+    ``downlink`` + ``pass_time_s``, ``clock_offset_ppm``, ``extra_delay_ps``, ...).
+    """
     g = cfg.gateware
     S, P = g.samples_per_clock, g.slots_per_clock
     alice = AliceParams.from_config(g)
@@ -93,9 +98,11 @@ def run_full_link(cfg, *, slots: int, seed: int = 1, work_dir: Path | None = Non
     t0 = time.perf_counter()
     emission = alice_model(alice, a_set, [n_clocks])
     codes = emission.codes.reshape(-1)
-    channel = Channel(cfg, seed=seed + 2)
+    options = dict(channel_options or {})
+    channel = Channel(cfg, seed=seed + 2, **options)
     detections = channel.propagate(codes, first_slot=0)
-    n_bob = n_clocks + 64
+    ppm = abs(float(options.get("clock_offset_ppm", 0.0)))
+    n_bob = math.ceil(n_clocks * (1 + ppm * 1e-6)) + 64
     det, sync = channel.render(detections, emission.sync.reshape(-1), n_bob)
     t_channel = time.perf_counter() - t0
 
