@@ -118,6 +118,8 @@ def cmd_sim(args) -> int:
         for end in ("alice", "bob"):
             np.save(base.with_suffix(f".{end}_key.npy"), np.array(r[f"{end}_key"], dtype=np.uint64).reshape(-1, 2))
         report = {k: v for k, v in r.items() if not k.endswith("_key")}
+        report["seed"] = seed
+        report["config"] = cfg.to_dict()   # the distillation reads mu, p and eps from here
         report["keys"] = {end: str(base.with_suffix(f".{end}_key.npy")) for end in ("alice", "bob")}
         base.write_text(json.dumps(report, indent=2, default=float) + "\n")
         print(f"qkdlink: report {base}, sifted keys {report['keys']['alice']} / {report['keys']['bob']} "
