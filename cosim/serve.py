@@ -29,16 +29,76 @@ class ServeError(RuntimeError):
     """The simulated endpoint could not be started (message says why, with its log)."""
 
 
-def _build(role: str, cfg):
+# Co-simulation UART rate: bits of DEFAULT_SIM_DIVISOR clocks keep a served endpoint usable
+# (a byte every 10 x 16 clocks, ~12 kbyte/s of host link at ~2 M simulated clocks/s); a board
+# build picks its own baud rate (boards/).
+DEFAULT_SIM_DIVISOR = 16
+
+
+def _uart_verilog(clk_hz: float, baud: float) -> str:
+    from amaranth.back import verilog
+    from ..hdl.uart import UART
+    return verilog.convert(UART(clk_hz, baud), name="uart", emit_src=False)
+
+
+def _uart_top_sv(role: str, top: str, endpoint_sv: str, divisor: int) -> str:
+    """The endpoint's test top with the device UART and a host-side line in the host link.
+
+    Rewrites the plain top: the pump's byte streams go through ``uart_host`` (host side of
+    the line) and the device's ``uart`` (hdl/uart.py, as on a board) to the endpoint.
+    """
+    wiring = f"""  logic line_h2d, line_d2h;
+  logic [7:0] u_rx_payload, u_tx_payload;
+  logic u_rx_valid, u_rx_ready, u_tx_valid, u_tx_ready;
+  logic [15:0] uart_framing_errors, uart_rx_overflows;
+  uart_host #(.DIVISOR({divisor})) host_line(.clk(clk),
+    .in_payload(rx_payload), .in_valid(rx_valid), .in_ready(rx_ready), .line_out(line_h2d),
+    .line_in(line_d2h), .out_payload(tx_payload), .out_valid(tx_valid));
+  uart dev_uart(.clk(clk), .rst(rst), .rx_pin(line_h2d), .tx_pin(line_d2h),
+    .rx__payload(u_rx_payload), .rx__valid(u_rx_valid), .rx__ready(u_rx_ready),
+    .tx__payload(u_tx_payload), .tx__valid(u_tx_valid), .tx__ready(u_tx_ready),
+    .framing_errors(uart_framing_errors), .rx_overflows(uart_rx_overflows));
+"""
+    sv = endpoint_sv.replace(f"module {top}(", f"module {top}_uart(", 1)
+    dut = sv.index(f"  {role} dut(")
+    sv = sv[:dut] + wiring + sv[dut:]
+    for a, b in ((".rx__payload(rx_payload), .rx__valid(rx_valid), .rx__ready(rx_ready)",
+                  ".rx__payload(u_rx_payload), .rx__valid(u_rx_valid), .rx__ready(u_rx_ready)"),
+                 (".tx__payload(tx_payload), .tx__valid(tx_valid), .tx__ready(tx_ready)",
+                  ".tx__payload(u_tx_payload), .tx__valid(u_tx_valid), .tx__ready(u_tx_ready)")):
+        head, tail = sv[:dut + len(wiring)], sv[dut + len(wiring):]
+        if a not in tail:
+            raise ServeError(f"cannot insert the UART into the {role} test top (port list changed)")
+        sv = head + tail.replace(a, b, 1)
+    # the pump's tx_ready stays an unused output; tx_valid now comes from the host line
+    return sv
+
+
+def _build(role: str, cfg, uart: bool = False, divisor: int = DEFAULT_SIM_DIVISOR):
+    """Build (cached) the served ``role`` top; with ``uart`` the host link crosses 8N1 lines."""
     from ..gateware.alice import AliceParams
     from ..gateware.bob import BobParams
+    from .toolchain import build, link_pump_sv
     if role == "alice":
-        from .alice import build_alice, TOPLEVEL
-        return build_alice(AliceParams.from_config(cfg.gateware)), TOPLEVEL
-    if role == "bob":
-        from .bob import build_bob, TOPLEVEL
-        return build_bob(BobParams.from_config(cfg.gateware)), TOPLEVEL
-    raise ValueError(f"role = {role!r}: must be 'alice' or 'bob'")
+        from .alice import alice_verilog as verilog_of, alice_top_sv as top_of, TOPLEVEL, build_alice
+        params = AliceParams.from_config(cfg.gateware)
+        if not uart:
+            return build_alice(params), TOPLEVEL
+    elif role == "bob":
+        from .bob import bob_verilog as verilog_of, bob_top_sv as top_of, TOPLEVEL, build_bob
+        params = BobParams.from_config(cfg.gateware)
+        if not uart:
+            return build_bob(params), TOPLEVEL
+    else:
+        raise ValueError(f"role = {role!r}: must be 'alice' or 'bob'")
+    clk_hz = cfg.gateware.clock_mhz * 1e6
+    from importlib import resources
+    sources = {f"{role}.v": verilog_of(params), "link_pump.sv": link_pump_sv(),
+               "uart.v": _uart_verilog(clk_hz, clk_hz / divisor),
+               "uart_host.sv": resources.files("qkdlink.cosim").joinpath("sv", "uart_host.sv").read_text(),
+               f"{TOPLEVEL}_uart.sv": _uart_top_sv(role, TOPLEVEL, top_of(params), divisor)}
+    tag = f"{role}-uart-s{params.samples_per_clock}p{params.slots_per_clock}"
+    return build(tag, sources, f"{TOPLEVEL}_uart"), f"{TOPLEVEL}_uart"
 
 
 def run_server(spec_path: Path) -> int:
@@ -47,7 +107,8 @@ def run_server(spec_path: Path) -> int:
     from .toolchain import run_cocotb
     spec = json.loads(Path(spec_path).read_text())
     cfg = load_link_config(spec.get("config"))
-    build_dir, top = _build(spec["role"], cfg)
+    build_dir, top = _build(spec["role"], cfg, uart=spec.get("uart", False),
+                            divisor=spec.get("divisor", DEFAULT_SIM_DIVISOR))
     plusargs = [f"+stim={spec['stim']}"] if spec.get("stim") else []
     run_cocotb(build_dir, top, MODULE, work_dir=Path(spec["work"]),
                env={"QKDLINK_SERVE_SPEC": str(spec_path)}, plusargs=plusargs)
@@ -56,8 +117,15 @@ def run_server(spec_path: Path) -> int:
 
 @contextmanager
 def serving(role: str, config: str | None = None, *, transport: str = "pty", stim: str | None = None,
-            work_dir: str | Path | None = None, start_timeout_s: float = 600.0, poll_cycles: int = 256):
-    """Run the simulated ``role`` endpoint while the ``with`` body runs; yields its address."""
+            work_dir: str | Path | None = None, start_timeout_s: float = 600.0, poll_cycles: int = 256,
+            uart: bool = False, divisor: int = DEFAULT_SIM_DIVISOR):
+    """Run the simulated ``role`` endpoint while the ``with`` body runs; yields its address.
+
+    ``uart``: the host link crosses the device's 8N1 UART (hdl/uart.py) and a host-side line
+    model, ``divisor`` clocks per bit, as on a board; otherwise bytes go straight in.
+    """
+    if uart and (not isinstance(divisor, int) or divisor < 4):
+        raise ValueError(f"divisor = {divisor!r}: must be an integer >= 4 clocks per bit")
     if role not in ("alice", "bob"):
         raise ValueError(f"role = {role!r}: must be 'alice' or 'bob'")
     if transport not in ("pty", "unix"):
@@ -70,7 +138,8 @@ def serving(role: str, config: str | None = None, *, transport: str = "pty", sti
         spec = {"role": role, "config": str(config) if config else None, "transport": transport,
                 "address": str(Path(tmp) / "link.sock"), "ready": str(work / "ready.json"),
                 "stop": str(work / "stop"), "parent_pid": None, "work": str(work),
-                "stim": str(stim) if stim else None, "poll_cycles": int(poll_cycles)}
+                "stim": str(stim) if stim else None, "poll_cycles": int(poll_cycles),
+                "uart": bool(uart), "divisor": int(divisor)}
         for name in ("ready.json", "stop", "stop.done"):
             (work / name).unlink(missing_ok=True)
         log = open(work / "serve.log", "w")

@@ -114,7 +114,8 @@ def cmd_serve_sim(args) -> int:
         return 2
     print(f"qkdlink serve-sim: building/starting the {args.role} simulator ...", file=sys.stderr)
     try:
-        with serving(args.role, args.config, transport=args.transport, stim=args.stim) as address:
+        with serving(args.role, args.config, transport=args.transport, stim=args.stim,
+                     uart=args.uart, divisor=args.divisor) as address:
             print(address, flush=True)
             print(f"qkdlink serve-sim: {args.role} host link at {address}; Ctrl-C stops", file=sys.stderr)
             deadline = None if args.seconds is None else time.monotonic() + args.seconds
@@ -163,6 +164,9 @@ def add_parsers(sub) -> None:
     v.add_argument("config", nargs="?", default=None, help="link config YAML (default: built-in)")
     v.add_argument("--role", choices=("alice", "bob"), required=True)
     v.add_argument("--transport", choices=("pty", "unix"), default="pty")
+    v.add_argument("--uart", action="store_true", help="put the device's 8N1 UART (hdl/uart.py) and a "
+                   "host-side serial line into the host link, as on a board")
+    v.add_argument("--divisor", type=int, default=16, help="with --uart: clocks per bit (default 16)")
     v.add_argument("--stim", default=None, help="Bob: detector/sync event file to replay (cosim/bob.py format)")
     v.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     v.set_defaults(func=cmd_serve_sim)

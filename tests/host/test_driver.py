@@ -137,8 +137,9 @@ def test_device_role_must_match_id():
 # --- against the Verilated gateware -----------------------------------------------------------
 
 @pytest.mark.verilator
-@pytest.mark.parametrize("transport", ["pty", "unix"])
-def test_alice_gateware_over_transport(transport, tmp_path):
+@pytest.mark.parametrize("transport, uart", [("pty", True), ("pty", False), ("unix", False)],
+                         ids=["pty-uart", "pty-bytes", "unix-bytes"])
+def test_alice_gateware_over_transport(transport, uart, tmp_path):
     from qkdlink.cosim.serve import serving
     from qkdlink.gateware.alice import AliceParams
     from qkdlink.gateware.alice_model import AliceSettings, alice_model as model
@@ -146,7 +147,7 @@ def test_alice_gateware_over_transport(transport, tmp_path):
     from qkdlink.host.device_cli import _configure
     cfg = default_link_config()
     slots = 40_000
-    with serving("alice", transport=transport, work_dir=tmp_path) as address:
+    with serving("alice", transport=transport, uart=uart, work_dir=tmp_path) as address:
         with open_transport(address) as t:
             d = Device(t, timeout_s=5.0)
             assert d.identify()["role"] == "alice"
@@ -206,3 +207,26 @@ def test_bob_record_stream_over_pty(tmp_path):
     expected = bob_model(params, bob_settings_from_config(cfg, cfg.gateware.prng_seed + 1), det, sync).records
     assert len(got) >= 250
     assert np.array_equal(np.array(got, np.uint64), expected[:len(got)])
+
+
+@pytest.mark.verilator
+def test_device_cli_over_served_gateware(tmp_path, capsys):
+    """`qkdlink device` configures, starts and reads an endpoint; the same commands a board gets."""
+    import json
+    from qkdlink.cosim.serve import serving
+    from qkdlink.host.cli import main
+    with serving("alice", transport="unix", work_dir=tmp_path) as address:
+        assert main(["device", "--port", address, "--json", "info"]) == 0
+        assert json.loads(capsys.readouterr().out)["role"] == "alice"
+        assert main(["device", "--port", address, "configure"]) == 0
+        assert main(["device", "--port", address, "start", "--slots", "8000"]) == 0
+        capsys.readouterr()
+        for _ in range(100):
+            assert main(["device", "--port", address, "--json", "counters"]) == 0
+            snap = json.loads(capsys.readouterr().out)
+            if snap["SNAP_SLOT"] == 8000:
+                break
+        assert snap["SNAP_SLOT"] == 8000
+        assert sum(v for k, v in snap.items() if k.startswith("SNAP_SENT_")) == 8000
+        assert main(["device", "--port", address, "read", "NO_SUCH_REG"]) == 1
+        assert "NO_SUCH_REG" in capsys.readouterr().err
