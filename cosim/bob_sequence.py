@@ -14,7 +14,8 @@ def setup_writes(settings: dict) -> list[tuple[int, int]]:
               ("GATE_WIDTH_SAMPLES", settings["gate_width_samples"]),
               ("DEAD_TIME_SAMPLES", settings["dead_time_samples"]),
               ("DELAY_SYNC_SAMPLES", settings["delay_sync_samples"]),
-              ("SYNC_LOSS_FRAMES", settings["sync_loss_frames"])]
+              ("SYNC_LOSS_FRAMES", settings["sync_loss_frames"]),
+              ("SYNC_TRACK_SLOTS", settings.get("sync_track_slots", R["SYNC_TRACK_SLOTS"].reset))]
     writes += [(f"DELAY_{d}_SAMPLES", v) for d, v in zip("HVDA", settings["delay_samples"])]
     cmd = R["CMD"]
     strobe = sum(1 << cmd.field(f).offset for f in ("LOAD_SEED", "CLEAR_COUNTERS", "CLEAR_HISTOGRAM"))

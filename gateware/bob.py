@@ -6,7 +6,7 @@ Per clock (see docs/receiver.md):
   and the sync sampler while ``CTRL.RUN`` is set (``running`` output);
 * tag stage, ``TimeTagger.LATENCY`` clocks later (a *running clock* of Bob): clicks ->
   detections per slot (squashing randomness from a seeded xoroshiro128++ lane); sync bits ->
-  sync receiver (lock, offset); fine-time histograms; counters;
+  sync receiver (lock, offset, clock-offset tracking); fine-time histograms; counters;
 * each detection while locked becomes a 64-bit record with Alice's slot index; one row of up
   to P records per clock enters the record FIFO, whose output feeds DETECTIONS frames on the
   host link. Sifting answers come back over the same link (SIFT_APPLY) and leave as key.
@@ -158,6 +158,7 @@ class Bob(wiring.Component):
             srx.bits.eq(sampler.bits),
             srx.run.eq(running),
             srx.loss_frames.eq(regs.sync_loss_frames),
+            srx.track_slots.eq(regs.sync_track_slots),
             srx.relock.eq(relock),
             hist.clear.eq(clear_hist),
         ]
@@ -214,7 +215,8 @@ class Bob(wiring.Component):
             pulse = link.sift_detected if "DETECTED" in name else link.sift_sifted
             inc[name] = pulse & (link.sift_class == k % 6)
         c32 = {"SNAP_LOCK_ACQUIRED": srx.lock_acquired, "SNAP_LOCK_LOST": srx.lock_lost,
-               "SNAP_SYNC_GOOD": srx.marker_good, "SNAP_SYNC_MISMATCH": srx.marker_mismatch}
+               "SNAP_SYNC_GOOD": srx.marker_good, "SNAP_SYNC_MISMATCH": srx.marker_mismatch,
+               "SNAP_SYNC_SLIPS": srx.marker_slip}
         c32_sigs = {name: Signal(32, name=name.lower()) for name in c32}
         with m.If(clear):
             m.d.sync += [s.eq(0) for s in c48.values()] + [s.eq(0) for s in c32_sigs.values()]
@@ -245,5 +247,6 @@ class Bob(wiring.Component):
             regs.status.eq(Cat(run_bit, srx.locked, rows.overflow)),
             regs.sync_offset_lo.eq(srx.offset[:32]),
             regs.sync_offset_hi.eq(srx.offset[32:]),
+            regs.sync_drift_slots.eq(srx.drift_slots),
         ]
         return m

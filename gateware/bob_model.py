@@ -37,6 +37,7 @@ class BobSettings:
     delay_samples: tuple = (0, 0, 0, 0)
     delay_sync_samples: int = 0
     sync_loss_frames: int = BOB_REGISTERS["SYNC_LOSS_FRAMES"].reset
+    sync_track_slots: int = BOB_REGISTERS["SYNC_TRACK_SLOTS"].reset
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -64,7 +65,8 @@ def bob_model(params: BobParams, settings: BobSettings, det: np.ndarray, sync: n
     tag = timetagger_model(S, P, det, list(settings.delay_samples), settings.gate_offset_samples,
                            settings.gate_width_samples, settings.dead_time_samples, params.max_delay_samples)
     bits = sync_sampler_model(S, P, sync, settings.delay_sync_samples, params.max_delay_samples)
-    srx = sync_rx_model(P, params.frame_log2, bits, settings.sync_loss_frames)
+    srx = sync_rx_model(P, params.frame_log2, bits, settings.sync_loss_frames,
+                        track_slots=settings.sync_track_slots)
     random = xoroshiro_lane_words(settings.seed, 0, n).astype(np.uint64) & np.uint64((1 << 2 * P) - 1)
     dets = combine_model(tag["click"], tag["lane"], tag["fine"], random, P)
 
@@ -98,6 +100,7 @@ def bob_model(params: BobParams, settings: BobSettings, det: np.ndarray, sync: n
         "SNAP_LOCK_LOST": int(srx["lock_lost"].sum()),
         "SNAP_SYNC_GOOD": int(srx["marker_good"].sum()),
         "SNAP_SYNC_MISMATCH": int(srx["marker_mismatch"].sum()),
+        "SNAP_SYNC_SLIPS": int(srx["marker_slip"].sum()),
         "SNAP_DIGEST_RECORDS": digest,
     }
     hist = histogram_model(tag["live"], tag["fine"], HISTOGRAM_BINS)

@@ -222,10 +222,11 @@ _BOB_COUNTER48_DOCS = (
 ) + tuple(d for _, d in _SIFT_COUNTERS) + (
     "pending detections dropped without an answer", "sift answers with no pending detection")
 BOB_COUNTER32_NAMES = ("SNAP_LOCK_ACQUIRED", "SNAP_LOCK_LOST", "SNAP_SYNC_GOOD", "SNAP_SYNC_MISMATCH",
-                       "SNAP_DIGEST_RECORDS")
+                       "SNAP_DIGEST_RECORDS", "SNAP_SYNC_SLIPS")
 _BOB_COUNTER32_DOCS = ("sync locks acquired", "sync locks lost", "sync markers that confirmed the lock",
-                       "sync markers with another offset while locked",
-                       "CRC-32 of every row of detection records produced (before the FIFO)")
+                       "sync markers with another offset (beyond SYNC_TRACK_SLOTS) while locked",
+                       "CRC-32 of every row of detection records produced (before the FIFO)",
+                       "sync markers followed as a clock-offset slip (offset changed by 1..SYNC_TRACK_SLOTS)")
 
 BOB_REGISTERS = RegisterMap("bob", _COMMON + (
     Register("CTRL", 0x0010, ACCESS_RW, 3, "control", fields=(
@@ -255,8 +256,12 @@ BOB_REGISTERS = RegisterMap("bob", _COMMON + (
           for i, d in enumerate(_DETECTORS)) + (
     Register("DELAY_SYNC_SAMPLES", 0x0027, ACCESS_RW, 8, "fine delay of the sync input, samples"),
     Register("SYNC_LOSS_FRAMES", 0x0028, ACCESS_RW, 8, "sync frames without a good marker before loss of lock", reset=3),
+    Register("SYNC_TRACK_SLOTS", 0x0029, ACCESS_RW, 8, "largest offset change (slots) followed as a clock-offset slip "
+             "while locked; larger ones are mismatches; 0 = no tracking", reset=4),
     Register("SYNC_OFFSET_LO", 0x0030, ACCESS_RO, 32, "Alice slot = local slot + offset (mod 2^48), bits 31..0 (live)"),
     Register("SYNC_OFFSET_HI", 0x0031, ACCESS_RO, 16, "sync offset bits 47..32 (live)"),
+    Register("SYNC_DRIFT_SLOTS", 0x0032, ACCESS_RO, 32, "sum of the slips since the lock was acquired, slots, "
+             "two's complement (live; < 0: Bob's clock is fast)"),
 ) + tuple(r for i, (n, d) in enumerate(zip(BOB_COUNTER48_NAMES, _BOB_COUNTER48_DOCS))
           for r in _counter48(n, 0x0040 + 2 * i, d))
   + tuple(Register(n, 0x0090 + i, ACCESS_RO, 32, d + " (snapshot)")

@@ -1,4 +1,5 @@
-"""Sync acquisition: find Alice's frame markers in the sync bits, lock Bob's slot numbering.
+"""Sync acquisition: find Alice's frame markers in the sync bits, lock Bob's slot numbering,
+and track a clock offset between Alice and Bob.
 
 See ``docs/receiver.md`` ("Sync acquisition") and ``docs/transmitter.md`` ("Sync marker").
 Everything is counted in *running clocks* (``run`` high); the local slot counter starts at 0
@@ -9,29 +10,37 @@ frame start ``f``, CRC-8/SMBUS of ``f``) ending in any lane; its implied offset 
 does not overlap itself at any shift below 16, so at most one preamble ends per clock
 (``P <= 4``); the lowest lane is taken in any case.
 
-Timing (``LATENCY = 6``): the outputs seen in running clock ``u`` reflect the sync bits of
-running clocks ``< u - 5``. A marker whose last bit is presented in running clock ``t`` is
-*committed* at the clock edge ending running clock ``t + 5``; its pulse is seen in running
-clock ``t + 6``, as is the new ``locked`` / ``offset``. The pipeline only advances in running
-clocks, so the offset is exact whatever the run pattern (the commit computes
-``first_slot`` from the local counter of the marker's own clock).
+Timing (``LATENCY = 7``): the outputs seen in running clock ``u`` reflect the sync bits of
+running clocks ``< u - 6``. A marker whose last bit is presented in running clock ``t`` is
+*committed* at the clock edge ending running clock ``t + 6``; its pulse is seen in running
+clock ``t + 7``, as is the new ``locked`` / ``offset`` / ``drift_slots``. The pipeline only
+advances in running clocks, so the offset is exact whatever the run pattern (the commit
+computes ``first_slot`` from the local counter of the marker's own clock).
 
 Commit rules, at the edge ending each running clock, with ``Lc = max(loss_frames, 1) * F / P``
-running clocks and a timer reloaded with ``Lc`` by every good marker or acquisition:
+running clocks, a timer reloaded with ``Lc`` by every good marker, slip or acquisition, and
+``delta`` = implied offset - ``offset`` as a signed number (mod 2**48, in [-2**47, 2**47)):
 
 1. ``relock`` high: unlock; a marker committed in that clock is ignored (no pulse). ``relock``
    acts in any cycle, running or not.
-2. locked, valid marker with implied offset == ``offset``: ``marker_good``, reload the timer.
-3. locked otherwise: a valid marker is a ``marker_mismatch``; then if the timer is 0, lose
+2. locked, valid marker with ``delta == 0``: ``marker_good``, reload the timer.
+3. locked, valid marker with ``0 < |delta| <= track_slots``: a *slip* (Alice's and Bob's
+   clocks drifted by ``delta`` slots since the last good marker): ``marker_slip``,
+   ``offset := implied offset``, ``drift_slots += delta``, reload the timer.
+   ``track_slots = 0`` turns tracking off.
+4. locked otherwise: a valid marker is a ``marker_mismatch``; then if the timer is 0, lose
    the lock (``lock_lost``), else decrement it. So lock is lost at the ``Lc + 1``-th running
-   clock after the last good marker's commit without a good marker in between.
-4. unlocked, valid marker: lock (``lock_acquired``), ``offset := implied offset``, reload.
+   clock after the last good marker's (or slip's) commit without one in between.
+5. unlocked, valid marker: lock (``lock_acquired``), ``offset := implied offset``,
+   ``drift_slots := 0``, reload.
 
-``offset`` keeps its value when the lock is lost. Pulses are one running clock long: they
-are registered at the commit edge and shown (``& run``) in the next running clock.
+``offset`` and ``drift_slots`` keep their values when the lock is lost. ``drift_slots`` is
+the sum of the slips since the lock was acquired (32-bit two's complement, wraps). Pulses are
+one running clock long: they are registered at the commit edge and shown (``& run``) in the
+next running clock.
 """
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,9 +49,12 @@ from .sync import (
     SYNC_PREAMBLE_BITS, SYNC_TIMESTAMP_BITS, crc8_smbus,
 )
 
-__all__ = ["SYNC_RX_LATENCY", "SyncReceiver", "sync_rx_model", "find_sync_markers"]
+__all__ = ["SYNC_RX_LATENCY", "TRACK_BITS", "DRIFT_BITS", "SyncReceiver", "sync_rx_model",
+           "find_sync_markers"]
 
-SYNC_RX_LATENCY = 6            # running clocks from a marker's last bit to its pulse
+SYNC_RX_LATENCY = 7            # running clocks from a marker's last bit to its pulse
+TRACK_BITS = 8                 # width of ``track_slots``: slips of up to 255 slots
+DRIFT_BITS = 32                # width of ``drift_slots``
 _COMMIT_DELAY = SYNC_RX_LATENCY - 1
 _MOD = 1 << SLOT_BITS
 _PRE = [(SYNC_PREAMBLE >> (SYNC_PREAMBLE_BITS - 1 - k)) & 1 for k in range(SYNC_PREAMBLE_BITS)]
@@ -66,10 +78,13 @@ class SyncReceiver(wiring.Component):
 
     Pipeline (all stages enabled by ``run``): shift register of the last ``72 + P - 1``
     bits -> per lane preamble match and CRC syndrome (XOR trees) -> lane select, frame
-    start, ``first_slot`` -> implied offset (48-bit subtraction) -> compare with ``offset``
-    -> commit. See the module docstring for the rules and the timing. At most ~3 LUT levels
-    or one 48-bit carry chain per stage (out-of-context nextpnr-ecp5, LFE5U-25F, P = 4:
-    168 MHz at speed grade 6, 215 MHz at grade 8).
+    start, ``first_slot`` -> implied offset (48-bit subtraction) -> ``implied - offset``
+    (48-bit subtraction) -> classify (zero, or a slip within ``track_slots``: AND trees and
+    an 8-bit compare) -> commit. See the module docstring for the rules and the timing. At
+    most ~3 LUT levels or one carry chain per stage (out-of-context nextpnr-ecp5,
+    LFE5U-25F, P = 4, F = 2**12: 165 MHz at speed grade 6, 221 MHz at grade 8; without
+    tracking, same run: 168 / 215 MHz; the critical path is the ``first_slot`` -> implied
+    offset chain either way).
 
     Ports
     -----
@@ -82,12 +97,17 @@ class SyncReceiver(wiring.Component):
         timer is reloaded.
     relock : In(1)
         Drop the lock now (the next valid marker locks again).
+    track_slots : In(8)
+        Largest ``|delta|`` (slots) followed as a slip while locked; 0 = no tracking. Read
+        two running clocks before a marker's commit.
     locked : Out(1)
     offset : Out(48)
         Alice's slot index = local slot index + ``offset`` (mod 2**48).
     local_slot : Out(48)
         Local slot index of lane 0 of this clock (0 after reset, ``+P`` per running clock).
-    marker_good, marker_mismatch, lock_acquired, lock_lost : Out(1)
+    drift_slots : Out(signed(32))
+        Sum of the slips since the lock was acquired.
+    marker_good, marker_slip, marker_mismatch, lock_acquired, lock_lost : Out(1)
         One-running-clock pulses.
     """
 
@@ -100,10 +120,13 @@ class SyncReceiver(wiring.Component):
             "run": In(1),
             "loss_frames": In(8),
             "relock": In(1),
+            "track_slots": In(TRACK_BITS),
             "locked": Out(1),
             "offset": Out(SLOT_BITS),
             "local_slot": Out(SLOT_BITS),
+            "drift_slots": Out(signed(DRIFT_BITS)),
             "marker_good": Out(1),
+            "marker_slip": Out(1),
             "marker_mismatch": Out(1),
             "lock_acquired": Out(1),
             "lock_lost": Out(1),
@@ -163,23 +186,40 @@ class SyncReceiver(wiring.Component):
         with m.If(run):
             en += [c_valid.eq(b_valid), c_off.eq(b_f - b_first)]
 
-        # Stage 4: compare with the current offset. (Preamble matches are >= 16 slots, i.e.
-        # >= 4 clocks, apart, so a commit never changes `offset` between a marker's compare
-        # and its commit.)
+        # Stage 4: difference to the current offset. (Preamble matches are >= 16 slots, i.e.
+        # >= 4 clocks, apart, so a commit never changes `offset` between a marker's
+        # subtraction here and its commit two clocks later.)
         d_valid = Signal()
-        d_match = Signal()
+        d_diff = Signal(SLOT_BITS)
         d_off = Signal(SLOT_BITS)
         with m.If(run):
-            en += [d_valid.eq(c_valid), d_match.eq(c_off == self.offset), d_off.eq(c_off)]
+            en += [d_valid.eq(c_valid), d_diff.eq(c_off - self.offset), d_off.eq(c_off)]
 
-        # Stage 5: commit.
+        # Stage 5: classify: zero, or a slip 0 < |delta| <= track_slots (delta in [-255, 255]:
+        # bits 8..47 all equal to the sign, magnitude of the low 9 bits within the window).
+        T = TRACK_BITS
+        e_valid = Signal()
+        e_match = Signal()
+        e_slip = Signal()
+        e_delta = Signal(signed(T + 1))
+        e_off = Signal(SLOT_BITS)
+        hi_zero = d_diff[T:] == 0
+        hi_ones = d_diff[T:] == (1 << (SLOT_BITS - T)) - 1
+        low = d_diff[:T]
+        pos = hi_zero & (low != 0) & (low <= self.track_slots)
+        neg = hi_ones & (low + self.track_slots)[T]             # 256 - low <= track_slots
+        with m.If(run):
+            en += [e_valid.eq(d_valid), e_match.eq(hi_zero & (low == 0)), e_slip.eq(pos | neg),
+                   e_delta.eq(d_diff[:T + 1]), e_off.eq(d_off)]
+
+        # Stage 6: commit.
         timer_bits = 8 + L - lp
         frames = Mux(self.loss_frames == 0, 1, self.loss_frames)
         limit = Cat(Const(0, L - lp), frames)                 # loss_frames * F / P clocks
         timer = Signal(timer_bits)
         timer_zero = Signal()
-        pulses = [Signal(name=f"{n}_r") for n in ("good", "mismatch", "acquired", "lost")]
-        good_r, mismatch_r, acquired_r, lost_r = pulses
+        pulses = [Signal(name=f"{n}_r") for n in ("good", "slip", "mismatch", "acquired", "lost")]
+        good_r, slip_r, mismatch_r, acquired_r, lost_r = pulses
         with m.If(self.relock):
             en += self.locked.eq(0)
             with m.If(run):
@@ -187,20 +227,25 @@ class SyncReceiver(wiring.Component):
         with m.Elif(run):
             en += [s.eq(0) for s in pulses]
             with m.If(self.locked):
-                with m.If(d_valid & d_match):
+                with m.If(e_valid & e_match):
                     en += [good_r.eq(1), timer.eq(limit), timer_zero.eq(0)]
+                with m.Elif(e_valid & e_slip):
+                    en += [slip_r.eq(1), self.offset.eq(e_off),
+                           self.drift_slots.eq(self.drift_slots + e_delta),
+                           timer.eq(limit), timer_zero.eq(0)]
                 with m.Else():
-                    en += mismatch_r.eq(d_valid)
+                    en += mismatch_r.eq(e_valid)
                     with m.If(timer_zero):
                         en += [lost_r.eq(1), self.locked.eq(0)]
                     with m.Else():
                         en += [timer.eq(timer - 1), timer_zero.eq(timer == 1)]
-            with m.Elif(d_valid):
-                en += [acquired_r.eq(1), self.locked.eq(1), self.offset.eq(d_off),
-                       timer.eq(limit), timer_zero.eq(0)]
+            with m.Elif(e_valid):
+                en += [acquired_r.eq(1), self.locked.eq(1), self.offset.eq(e_off),
+                       self.drift_slots.eq(0), timer.eq(limit), timer_zero.eq(0)]
 
         m.d.comb += [
             self.marker_good.eq(good_r & run),
+            self.marker_slip.eq(slip_r & run),
             self.marker_mismatch.eq(mismatch_r & run),
             self.lock_acquired.eq(acquired_r & run),
             self.lock_lost.eq(lost_r & run),
@@ -254,21 +299,27 @@ def find_sync_markers(P: int, bits) -> dict:
             "crc_ok": crc_ok, "offset": offset}
 
 
-def sync_rx_model(P: int, frame_log2: int, bits, loss_frames: int, relock=None) -> dict:
+def sync_rx_model(P: int, frame_log2: int, bits, loss_frames: int, relock=None,
+                  track_slots: int = 0) -> dict:
     """Model of :class:`SyncReceiver`, per running clock.
 
     ``bits`` (n, P) bool: the sync bits of running clocks ``0..n-1`` (local slots from 0).
     ``loss_frames`` in [0, 255] (0 counts as 1), constant. ``relock``: optional (n,) bool,
     the ``relock`` input in each running clock (a relock in a stopped cycle is not modelled).
+    ``track_slots`` in [0, 255], constant (0: no tracking).
     Returns per-clock arrays (index = running clock, the value the gateware shows in it):
-    ``locked``, ``offset`` (uint64), ``marker_good``, ``marker_mismatch``, ``lock_acquired``,
-    ``lock_lost``, and ``markers`` (the :func:`find_sync_markers` dict of the valid markers).
+    ``locked``, ``offset`` (uint64), ``drift_slots`` (int64, 32-bit two's complement range),
+    ``marker_good``, ``marker_slip``, ``marker_mismatch``, ``lock_acquired``, ``lock_lost``,
+    and ``markers`` (the :func:`find_sync_markers` dict of the valid markers).
     The gateware's ``local_slot`` in clock ``u`` is ``u * P``. Vectorised search; the state
     machine walks the valid markers, relocks and losses only.
     """
     P, L = _check_params(P, frame_log2)
     if not 0 <= int(loss_frames) <= 255:
         raise ValueError(f"loss_frames = {loss_frames!r} outside [0, 255]")
+    if not 0 <= int(track_slots) < (1 << TRACK_BITS):
+        raise ValueError(f"track_slots = {track_slots!r} outside [0, {(1 << TRACK_BITS) - 1}]")
+    track = int(track_slots)
     bits = np.asarray(bits, dtype=bool)
     n = bits.shape[0]
     Lc = max(int(loss_frames), 1) * (1 << L) // P
@@ -287,45 +338,54 @@ def sync_rx_model(P: int, frame_log2: int, bits, loss_frames: int, relock=None) 
     # walk the edges with an event, in order; a relock wins over a commit at the same edge
     events = sorted([(e, 0, None) for e in relocks] + [(e, 1, o) for e, o in zip(commits, offsets)
                                                        if e < n])
-    locked, off, reload = False, 0, 0
-    changes = [(0, False, 0)]                        # (edge, locked, offset) after that edge
-    pulse = {"marker_good": [], "marker_mismatch": [], "lock_acquired": [], "lock_lost": []}
+    locked, off, reload, drift = False, 0, 0, 0
+    changes = [(0, False, 0, 0)]             # (edge, locked, offset, drift) after that edge
+    pulse = {k: [] for k in ("marker_good", "marker_slip", "marker_mismatch", "lock_acquired",
+                             "lock_lost")}
     skip = None
     for e, kind, o in events:
         if locked and reload + Lc + 1 < e:
             locked = False
             pulse["lock_lost"].append(reload + Lc + 1)
-            changes.append((reload + Lc + 1, False, off))
+            changes.append((reload + Lc + 1, False, off, drift))
         if kind == 0:
             skip = e
             if locked:
                 locked = False
-                changes.append((e, False, off))
+                changes.append((e, False, off, drift))
             continue
         if e == skip:                                # relock in the same clock
             continue
+        delta = (o - off + _MOD // 2) % _MOD - _MOD // 2           # signed, [-2**47, 2**47)
         if not locked:
-            locked, off, reload = True, o, e
+            locked, off, reload, drift = True, o, e, 0
             pulse["lock_acquired"].append(e)
-            changes.append((e, True, off))
-        elif o == off:
+            changes.append((e, True, off, drift))
+        elif delta == 0:
             pulse["marker_good"].append(e)
             reload = e
+        elif abs(delta) <= track:
+            off, reload = o, e
+            drift = (drift + delta + (1 << (DRIFT_BITS - 1))) % (1 << DRIFT_BITS) - (1 << (DRIFT_BITS - 1))
+            pulse["marker_slip"].append(e)
+            changes.append((e, True, off, drift))
         else:
             pulse["marker_mismatch"].append(e)
             if e == reload + Lc + 1:
                 locked = False
                 pulse["lock_lost"].append(e)
-                changes.append((e, False, off))
+                changes.append((e, False, off, drift))
     if locked and reload + Lc + 1 < n:
         pulse["lock_lost"].append(reload + Lc + 1)
-        changes.append((reload + Lc + 1, False, off))
+        changes.append((reload + Lc + 1, False, off, drift))
 
     # outputs in clock u reflect the edges < u
-    out = {"locked": np.zeros(n, dtype=bool), "offset": np.zeros(n, dtype=np.uint64)}
-    for (e, lk, of), nxt in zip(changes, changes[1:] + [(n, None, None)]):
+    out = {"locked": np.zeros(n, dtype=bool), "offset": np.zeros(n, dtype=np.uint64),
+           "drift_slots": np.zeros(n, dtype=np.int64)}
+    for (e, lk, of, dr), nxt in zip(changes, changes[1:] + [(n, None, None, None)]):
         out["locked"][e + 1:nxt[0] + 1] = lk
         out["offset"][e + 1:nxt[0] + 1] = of
+        out["drift_slots"][e + 1:nxt[0] + 1] = dr
     for name, edges in pulse.items():
         a = np.zeros(n, dtype=bool)
         idx = np.asarray(edges, dtype=np.int64) + 1
