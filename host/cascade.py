@@ -63,6 +63,20 @@ frame moves to its next pass as soon as its own searches are done, so the exchan
 frame is exactly what it would be alone, the batch needs about as many rounds as its slowest
 frame, and the per-round cost of Python is shared by all of them.
 
+Two engines, one protocol (``engine=`` of :class:`Cascade` and :class:`CascadeAlice`):
+``"numpy"`` is the reference described above; ``"native"`` (the default where it applies,
+through ``"auto"``) is the C++ kernel ``host/native/cascade.cpp``, which runs the same rounds
+with other data structures: per block a heap-indexed tree of the known nodes (bit 0 the
+mismatch of a leaf, bit 1 "split"), Bob's top-level parities computed when a pass starts
+(AND + popcount on the packed key with packed block masks for passes of at most 8 blocks, one
+XOR per bit through the inverse permutation otherwise), range parities gathered on the
+packed key through the permutation, and the frames of a batch split over two threads, each
+with its own state; the requests of a round are merged back into the reference order. Both
+engines send message for message the same queries (tests check this), so every number above
+holds for both; Python keeps only the round trip (Bob prepares a round, ``ask_alice``
+answers, Bob finishes it), so the exchange stays interactive and can be authenticated.
+The native engine covers sub-block reuse (the optimised variant); ``"original"`` runs on numpy.
+
 The permutation of pass ``j`` depends only on ``(seed, n, j)``; pass 0 keeps the key order
 (channel errors are independent of position; shuffle the sifted key first if they come in
 bursts). Permutations are public, so they may be reused for many frames and are cached.
@@ -70,13 +84,15 @@ bursts). Permutations are public, so they may be reused for many frames and are 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
 
 import numpy as np
 
-__all__ = ["Cascade", "CascadeAlice", "CascadeStats", "SCHEDULES", "VARIANTS", "binary_entropy",
+__all__ = ["Cascade", "CascadeAlice", "CascadeStats", "ENGINES", "SCHEDULES", "VARIANTS", "binary_entropy",
+           "native_available",
            "optimized_block_sizes", "original_block_sizes", "pass_permutation",
            "reconciliation_efficiency", "reconcile"]
 
@@ -333,6 +349,89 @@ def _as_bits(x, name: str) -> np.ndarray:
     return a
 
 
+# ----------------------------------------------------------------------------- native engine
+
+ENGINES = ("auto", "native", "numpy")
+_SCHEDULE_CODE = {"parallel": 0, "chain": 1, "frame": 2}
+_MASK_MAX_BLOCKS = 8          # passes with at most this many blocks: packed masks, AND + popcount
+
+
+@lru_cache(maxsize=1)
+def _native_lib():
+    """The C++ kernel ``host/native/cascade.cpp`` (compiled once, cached); None if unavailable."""
+    import ctypes
+    from qkdlink.host.native import NativeBuildError, load
+    try:
+        lib = load("cascade")
+    except NativeBuildError:
+        return None
+    P, I64, I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.cas_top_parities.argtypes = [P, I64, I64, I, P, P, P, P, P, P, I]
+    lib.cas_top_parities.restype = None
+    lib.cas_ranges.argtypes = [P, I64, I64, I64, P, I64, I64, P, P, P, P, P, I]
+    lib.cas_ranges.restype = I64
+    lib.cas_bob_new.argtypes = [I64, I64, I, P, P, P, P, P, P, I, I]
+    lib.cas_bob_new.restype = P
+    lib.cas_bob_free.argtypes = [P]
+    lib.cas_bob_free.restype = None
+    lib.cas_bob_start.argtypes = [P, P]
+    lib.cas_bob_start.restype = None
+    lib.cas_bob_open.argtypes = [P]
+    lib.cas_bob_open.restype = I64
+    lib.cas_bob_prepare.argtypes = [P, P, P, P, P]
+    lib.cas_bob_prepare.restype = I64
+    lib.cas_bob_finish.argtypes = [P, P]
+    lib.cas_bob_finish.restype = None
+    lib.cas_bob_result.argtypes = [P, P, P]
+    lib.cas_bob_result.restype = None
+    return lib
+
+
+def native_available() -> bool:
+    """True if the C++ Cascade kernel compiled and loaded on this machine."""
+    return _native_lib() is not None
+
+
+def _check_engine(engine: str) -> bool:
+    """Whether to use the native kernel for ``engine`` (one of :data:`ENGINES`)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine = {engine!r}: must be one of {ENGINES}")
+    if engine == "numpy":
+        return False
+    if _native_lib() is None:
+        if engine == "native":
+            raise RuntimeError("engine = 'native': the C++ Cascade kernel could not be built "
+                               "(see qkdlink.host.native.load('cascade'))")
+        return False
+    return True
+
+
+def _ptr(a: np.ndarray) -> int:
+    return a.ctypes.data
+
+
+@lru_cache(maxsize=8)
+def _native_masks(seed: int, n: int, passes: tuple[tuple[int, int], ...]):
+    """Packed block masks of the (pass, block size) pairs with few blocks, concatenated, and the
+    word offset of each pair (-1: no mask, the kernel scatters through the permutation)."""
+    W = -(-n // 64)
+    parts, off, at = [], [], 0
+    for j, k in passes:
+        nb = -(-n // k)
+        if j > 0 and nb <= _MASK_MAX_BLOCKS:
+            parts.append(_block_masks(seed, n, j, k).reshape(-1))
+            off.append(at)
+            at += nb * W
+        else:
+            off.append(-1)
+    masks = np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros(1, np.uint64)
+    return masks, np.array(off, np.int64)
+
+
+def _native_threads() -> int:
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
 # ----------------------------------------------------------------------------- Alice
 
 class CascadeAlice:
@@ -344,10 +443,14 @@ class CascadeAlice:
     ``{"kind": "ranges", "pass": [...], "frame": [...], "start": [...], "stop": [...]}``
     (the parity of positions start..stop-1 of the pass order). The answer is
     ``{"parities": [uint8 array per request]}``. ``parities_disclosed`` counts every parity
-    answered, ``queries_answered`` the messages.
+    answered, ``queries_answered`` the messages. ``engine`` ("auto", "native", "numpy")
+    chooses how the parities are computed (the C++ kernel or numpy); the answers are the same.
     """
 
-    def __init__(self, alice_bits, seed: int):
+    def __init__(self, alice_bits, seed: int, *, engine: str = "auto"):
+        self._native = _check_engine(engine)
+        self._tables: dict[tuple[int, int], np.ndarray] = {}
+        self._native_rows = 1                        # passes whose permutation the kernel gets
         a = _as_bits(alice_bits, "alice_bits")
         self.single = a.ndim == 1
         self._bits = np.ascontiguousarray(a.reshape(1, -1) if self.single else a)
@@ -375,6 +478,8 @@ class CascadeAlice:
             raise ValueError(f"seed mismatch: Bob uses seed {query['seed']}, Alice {self.seed}; the "
                              "permutations must be shared")
         out = []
+        if self._native:
+            self._native_tables(query["requests"])
         for req in query["requests"]:
             kind = req.get("kind")
             if kind == "blocks":
@@ -423,6 +528,8 @@ class CascadeAlice:
         lay = _layout(self.n, k)
         if b.size and (b.min() < 0 or b.max() >= lay.nb):
             raise ValueError(f"block index out of range [0, {lay.nb}) for block_size {k}")
+        if (j, k) in self._tables:
+            return self._tables[j, k][f, b]
         if not lay.dense:
             if self._packed is None:
                 self._packed = _pack(self._bits)
@@ -433,7 +540,37 @@ class CascadeAlice:
         start = b * k
         return cx[f, np.minimum(start + k, self.n)] ^ cx[f, start]
 
+    def _native_tables(self, requests) -> None:
+        """Native engine: all top-level parity tables a message asks for, in one sweep of the key."""
+        need = []
+        for req in requests:
+            if isinstance(req, dict) and req.get("kind") == "blocks":
+                try:
+                    j, k = self._pass(req["pass"]), int(req["block_size"])
+                except (KeyError, TypeError, ValueError):
+                    continue                         # reported by _blocks
+                if 1 <= k <= self.n and (j, k) not in self._tables and (j, k) not in need:
+                    need.append((j, k))
+        if not need:
+            return
+        P = max(j for j, _ in need) + 1
+        inv = _perms(self.seed, self.n, P).inv
+        masks, moff = _native_masks(self.seed, self.n, tuple(need))
+        rows = np.array([j for j, _ in need], np.int64)
+        ks = np.array([k for _, k in need], np.int64)
+        nbs = [-(-self.n // k) for _, k in need]
+        out = np.empty(self.frames * sum(nbs), np.uint8)
+        _native_lib().cas_top_parities(_ptr(self._bits), self.frames, self.n, len(need), _ptr(rows),
+                                       _ptr(ks), _ptr(inv), _ptr(masks), _ptr(moff), _ptr(out),
+                                       _native_threads())
+        at = 0
+        for (j, k), nb in zip(need, nbs):
+            self._tables[j, k] = out[at:at + self.frames * nb].reshape(self.frames, nb)
+            at += self.frames * nb
+
     def _ranges(self, req) -> np.ndarray:
+        if self._native:
+            return self._native_ranges(req)
         f = self._frames(req)
         j = np.asarray(req["pass"], dtype=np.int64).reshape(-1)
         s = np.asarray(req["start"], dtype=np.int64).reshape(-1)
@@ -461,6 +598,36 @@ class CascadeAlice:
                 perm = _perms(self.seed, self.n, jj + 1).perm[jj]
                 out[sel] = _range_parities(self._bits, perm, fs, ss, es)
         return out
+
+
+    def _native_ranges(self, req) -> np.ndarray:
+        """``ranges`` on the C++ kernel, which also checks every request (one pass, no numpy
+        reductions: this runs once per round)."""
+        f, j, s, e = (np.ascontiguousarray(np.asarray(req[k], dtype=np.int64).reshape(-1))
+                      for k in ("frame", "pass", "start", "stop"))
+        if not (j.size == f.size == s.size == e.size):
+            raise ValueError("ranges request: 'pass', 'frame', 'start', 'stop' differ in length")
+        out = np.empty(f.size, np.uint8)
+        if not f.size:
+            return out
+        if self._packed is None:
+            self._packed = _pack(self._bits)
+        packed = self._packed
+        while True:
+            perm = _perms(self.seed, self.n, self._native_rows).perm
+            bad = _native_lib().cas_ranges(_ptr(packed), packed.shape[1], self.frames, self.n, _ptr(perm),
+                                           perm.shape[0], f.size, _ptr(j), _ptr(f), _ptr(s), _ptr(e),
+                                           _ptr(out), _native_threads())
+            if bad < 0:
+                return out
+            i, kind = divmod(int(bad), 4)
+            if kind == 0:
+                raise ValueError(f"frame index out of range [0, {self.frames})")
+            if kind == 1:
+                raise ValueError(f"ranges request: need pass >= 0 and 0 <= start < stop <= n = {self.n}")
+            if not 0 <= j[i] < MAX_PASSES:
+                raise ValueError(f"pass = {j[i]}: must be in [0, {MAX_PASSES})")
+            self._native_rows = int(j.max()) + 1            # kind 3: a pass not generated yet
 
 
 # ----------------------------------------------------------------------------- Bob
@@ -509,12 +676,15 @@ class Cascade:
 
     ``Cascade(variant="optimized", seed=0)``; ``n_passes``, ``subblock_reuse`` and
     ``block_parity_inference`` override the variant's defaults, ``schedule`` is one of
-    :data:`SCHEDULES` (see the module docstring). ``seed`` must be Alice's.
+    :data:`SCHEDULES` (see the module docstring). ``seed`` must be Alice's. ``engine``: "native"
+    (the C++ kernel), "numpy" (the reference), or "auto" (native where it applies: with
+    sub-block reuse, i.e. the optimised variant; numpy otherwise or if g++ is missing). Both
+    engines send the same messages and return the same keys and statistics.
     """
 
     def __init__(self, variant: str = "optimized", seed: int = 0, *, n_passes: int | None = None,
                  subblock_reuse: bool | None = None, block_parity_inference: bool | None = None,
-                 schedule: str = "chain"):
+                 schedule: str = "chain", engine: str = "auto"):
         if variant not in VARIANTS:
             raise ValueError(f"variant = {variant!r}: must be one of {VARIANTS}")
         self.variant = variant
@@ -529,6 +699,11 @@ class Cascade:
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule = {schedule!r}: must be one of {SCHEDULES}")
         self.schedule = schedule
+        if engine == "native" and not self.subblock_reuse:
+            raise ValueError("engine = 'native' implements Cascade with sub-block reuse only; use "
+                             "engine='numpy' (or 'auto') with subblock_reuse=False")
+        self.engine = engine
+        self._native = _check_engine(engine) and self.subblock_reuse
 
     def block_sizes(self, n: int, qber_estimate: float) -> tuple[int, ...]:
         if self.variant == "optimized":
@@ -547,7 +722,7 @@ class Cascade:
         b = _as_bits(bob_bits, "bob_bits")
         single = b.ndim == 1
         b2 = b.reshape(1, -1) if single else b
-        session = _BobSession(self, b2, ask_alice, p)
+        session = (_NativeBobSession if self._native else _BobSession)(self, b2, ask_alice, p)
         corrected = session.run()
         return (corrected[0] if single else corrected), session.stats()
 
@@ -1108,6 +1283,64 @@ class _BobSession:
             if split.any():
                 self.s_mis[self._sparse_index(gs[split])] ^= 1
         return tg, tp, td, gv, grp[odd]
+
+
+class _NativeBobSession(_BobSession):
+    """Bob's session on the C++ engine (``host/native/cascade.cpp``): the same rounds, queries
+    and corrections as :class:`_BobSession`; Python only carries the messages."""
+
+    def __init__(self, cfg: Cascade, bits2d: np.ndarray, ask: Callable, qber: float):
+        self.cfg, self.ask_alice, self.qber = cfg, ask, qber
+        self.F, self.n = F, n = bits2d.shape
+        self.ks = cfg.block_sizes(n, qber)
+        self.P = P = len(self.ks)
+        self.seed = cfg.seed
+        self.bpi = cfg.block_parity_inference
+        self.lays = [_layout(n, k) for k in self.ks]
+        self.rounds = 0
+        self.leak = np.zeros(F, np.int64)
+        self.corr = np.zeros(F, np.int64)
+        perms = _perms(self.seed, n, P)
+        self._keep = (perms.perm, perms.inv) + _native_masks(self.seed, n, tuple(enumerate(self.ks)))
+        self._ks = np.array(self.ks, np.int64)
+        self._bits0 = np.ascontiguousarray(bits2d, dtype=np.uint8)
+        self._lib = _native_lib()
+
+    def run(self) -> np.ndarray:
+        lib = self._lib
+        perm, inv, masks, moff = self._keep
+        h = lib.cas_bob_new(self.F, self.n, self.P, _ptr(self._ks), _ptr(perm), _ptr(inv),
+                            _ptr(self._bits0), _ptr(masks), _ptr(moff),
+                            _SCHEDULE_CODE[self.cfg.schedule], _native_threads())
+        if not h:
+            raise MemoryError(f"native Cascade: no memory for {self.F} frame(s) of n = {self.n} bits")
+        try:
+            tops = np.concatenate([t.reshape(-1) for t in self._ask_top_level()]).astype(np.uint8)
+            lib.cas_bob_start(h, _ptr(tops))          # (keep every array passed by address alive)
+            cap, bufs, ptrs = 0, (), ()
+            none = np.zeros(1, np.uint8)
+            while True:
+                nopen = lib.cas_bob_open(h)
+                if nopen == 0:
+                    break
+                if nopen > cap:
+                    cap = max(nopen, 2 * cap)
+                    bufs = tuple(np.empty(cap, np.int64) for _ in range(4))
+                    ptrs = tuple(_ptr(b) for b in bufs)
+                nreq = lib.cas_bob_prepare(h, *ptrs)
+                if nreq:
+                    pid, fr, start, stop = (b[:nreq].copy() for b in bufs)
+                    (alice,) = self._ask([{"kind": "ranges", "pass": pid, "frame": fr,
+                                           "start": start, "stop": stop}])
+                    ans = np.ascontiguousarray(alice, dtype=np.uint8)
+                    lib.cas_bob_finish(h, _ptr(ans))
+                else:
+                    lib.cas_bob_finish(h, _ptr(none))
+            out = np.empty((self.F, self.n), np.uint8)
+            lib.cas_bob_result(h, _ptr(out), _ptr(self.corr))
+        finally:
+            lib.cas_bob_free(h)
+        return out
 
 
 # ----------------------------------------------------------------------------- convenience

@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from qkdlink.host.cascade import (Cascade, CascadeAlice, binary_entropy, optimized_block_sizes,
-                                  original_block_sizes, pass_permutation, reconcile,
-                                  reconciliation_efficiency)
+from qkdlink.host.cascade import (Cascade, CascadeAlice, binary_entropy, native_available,
+                                  optimized_block_sizes, original_block_sizes, pass_permutation,
+                                  reconcile, reconciliation_efficiency)
 
 
 def noisy_pair(frames, n, qber, seed):
@@ -232,6 +232,78 @@ def test_seeded_and_deterministic():
     assert (r3[0] == a).all() and r3[1].leaked_bits != r1[1].leaked_bits
 
 
+# --------------------------------------------------------------------------- engines
+
+needs_native = pytest.mark.skipif(not native_available(), reason="C++ Cascade kernel not built (g++)")
+
+
+class Recorder:
+    """Channel that keeps every query and answer as plain lists (what would go on the wire)."""
+
+    def __init__(self, alice):
+        self.alice, self.log = alice, []
+
+    def __call__(self, query):
+        answer = self.alice(query)
+        wire = lambda x: x.tolist() if isinstance(x, np.ndarray) else x
+        self.log.append(([{k: wire(v) for k, v in r.items()} for r in query["requests"]],
+                         [wire(p) for p in answer["parities"]]))
+        return answer
+
+
+@needs_native
+@pytest.mark.parametrize("n, frames, qber, schedule", [(4_000, 7, 0.02, "chain"), (5_000, 4, 0.08, "frame"),
+                                                       (3_001, 5, 0.11, "parallel"), (20_000, 1, 0.01, "chain")])
+def test_native_engine_sends_exactly_the_numpy_messages(n, frames, qber, schedule):
+    """The C++ engine is the numpy engine, faster: message for message the same queries (and,
+    from either Alice, the same answers), the same corrected keys and the same statistics."""
+    a, b, _ = noisy_pair(frames, n, qber, seed=int(qber * 1e4) + n)
+    runs = {}
+    for engine in ("numpy", "native"):
+        rec = Recorder(CascadeAlice(a, seed=4, engine="numpy"))
+        corrected, stats = Cascade(seed=4, schedule=schedule, engine=engine).reconcile(b, rec, qber)
+        runs[engine] = corrected, stats, rec.log
+    (c1, s1, log1), (c2, s2, log2) = runs["numpy"], runs["native"]
+    assert len(log1) == len(log2) == s1.rounds == s2.rounds
+    assert log1 == log2
+    assert (c1 == c2).all() and (c2 == a).all()
+    assert (s1.leaked_bits_per_frame == s2.leaked_bits_per_frame).all()
+    assert (s1.corrected_bits_per_frame == s2.corrected_bits_per_frame).all()
+    # the native Alice answers every one of those queries as the numpy Alice did
+    fast = CascadeAlice(a, seed=4, engine="native")
+    head = {"protocol": "cascade/1", "n": n, "frames": frames, "seed": 4}
+    for reqs, answers in log1:
+        got = fast({**head, "requests": reqs})["parities"]
+        assert [g.tolist() for g in got] == answers
+    assert fast.parities_disclosed == s1.leaked_bits
+
+
+@needs_native
+def test_native_engine_corrects_every_frame_from_half_a_percent_to_eleven():
+    """Identical keys over many frames at QBER 0.5-11 % (odd frame count: the batch is split
+    unevenly between the two threads)."""
+    for qber in (0.005, 0.03, 0.11):
+        a, b, errors = noisy_pair(301, 10_000, qber, seed=int(qber * 1e4) + 77)
+        alice = CascadeAlice(a, seed=11, engine="native")
+        corrected, stats = Cascade(seed=11, engine="native").reconcile(b, alice, qber)
+        assert (corrected == a).all()
+        assert stats.leaked_bits == alice.parities_disclosed
+        assert (stats.corrected_bits_per_frame == errors.sum(axis=1)).all()
+
+
+def test_engine_choice_is_validated():
+    with pytest.raises(ValueError, match="engine"):
+        Cascade(engine="gpu")
+    with pytest.raises(ValueError, match="engine"):
+        CascadeAlice(np.zeros(8, np.uint8), 0, engine="gpu")
+    with pytest.raises(ValueError, match="sub-block reuse"):
+        Cascade("original", engine="native")
+    # auto falls back to numpy where the native engine does not apply
+    a, b, _ = noisy_pair(2, 2_000, 0.05, seed=3)
+    c, s, _ = reconcile(a, b, 0.05, seed=1, variant="original", engine="auto")
+    assert s.passes == 4 and (c != a).any(axis=1).sum() <= 1
+
+
 # --------------------------------------------------------------------------- parameters
 
 def test_block_size_schedules():
@@ -301,8 +373,9 @@ def test_bad_keys_are_rejected():
         Cascade().reconcile(a, None, 0.02)
 
 
-def test_alice_rejects_malformed_queries():
-    alice = CascadeAlice(np.zeros((2, 50), np.uint8), seed=0)
+@pytest.mark.parametrize("engine", ["numpy", pytest.param("native", marks=needs_native)])
+def test_alice_rejects_malformed_queries(engine):
+    alice = CascadeAlice(np.zeros((2, 50), np.uint8), seed=0, engine=engine)
     head = {"protocol": "cascade/1", "n": 50, "frames": 2, "seed": 0}
     bad = [
         {"kind": "nope"},
@@ -311,6 +384,9 @@ def test_alice_rejects_malformed_queries():
         {"kind": "ranges", "pass": [0], "frame": [0], "start": [0], "stop": [51]},
         {"kind": "blocks", "pass": 0, "block_size": 0, "frame": [0], "block": [0]},
         {"kind": "blocks", "pass": 0, "block_size": 10, "frame": [0], "block": [5]},
+        {"kind": "ranges", "pass": [-1], "frame": [0], "start": [0], "stop": [5]},
+        {"kind": "ranges", "pass": [0, 64], "frame": [0, 0], "start": [0, 0], "stop": [5, 5]},
+        {"kind": "ranges", "pass": [0], "frame": [0, 1], "start": [0], "stop": [5]},
     ]
     for req in bad:
         with pytest.raises(ValueError):
@@ -318,3 +394,8 @@ def test_alice_rejects_malformed_queries():
     with pytest.raises(ValueError, match="protocol"):
         alice({**head, "protocol": "other", "requests": []})
     assert alice.parities_disclosed == 0
+    # a pass nobody asked about before is answered (its permutation is made on demand)
+    ok = {**head, "requests": [{"kind": "ranges", "pass": [7, 0], "frame": [1, 0], "start": [3, 0], "stop": [9, 1]}]}
+    bits = np.random.default_rng(3).integers(0, 2, (2, 50), dtype=np.uint8)
+    got = CascadeAlice(bits, seed=0, engine=engine)(ok)["parities"][0].tolist()
+    assert got == [int(bits[1, pass_permutation(0, 50, 7)[3:9]].sum() % 2), int(bits[0, 0])]
