@@ -34,6 +34,11 @@ bits). The order stops where no symbol owns a clean check; ``max_punctured`` is 
 
 The syndrome ``H x`` has m = n - k bits; we count all m as disclosed (an upper bound on rank(H)).
 
+Decoding: :func:`decode_native` runs the layered sum-product / min-sum kernel ``host/native/ldpc.cpp``
+on the shift matrix directly (one layer = one base row = Z checks on disjoint symbols, processed as Z
+SIMD lanes); :meth:`LdpcCode.syndromes` uses the same kernel's rotated-XOR syndrome when it builds.
+Frame lengths up to 262144 (Z = 1024) are supported; the largest take ~20 s per rate to build once.
+
 Cache: ``$QKDLINK_CACHE/ldpc`` (default ``~/.cache/qkdlink/ldpc``), one small ``.npz`` per code
 (the base shift matrix and the puncturing order), written atomically so parallel test workers can
 share it. Files carry a format version and a digest of the construction parameters.
@@ -54,7 +59,7 @@ import scipy.sparse as sp
 
 __all__ = ["DEGREE_DISTRIBUTIONS", "MOTHER_RATES", "FRAME_LENGTHS", "BP_THRESHOLDS", "LdpcCode",
            "get_code", "construct_code", "cache_dir", "code_stats", "local_girths", "gf2_rank", "lifting_for",
-           "code_shape"]
+           "code_shape", "native_available", "decode_native", "native_state", "NATIVE_RULES"]
 
 CONSTRUCTION_VERSION = 3
 
@@ -78,7 +83,7 @@ DEGREE_DISTRIBUTIONS: dict[float, tuple[dict[int, float], dict[int, float]]] = {
 }
 BP_THRESHOLDS = {0.9: 0.0109, 0.8: 0.0298, 0.7: 0.0504, 0.6: 0.0766, 0.5: 0.1071}
 MOTHER_RATES = tuple(sorted(DEGREE_DISTRIBUTIONS))
-FRAME_LENGTHS = (4096, 8192, 16384, 32768, 65536)
+FRAME_LENGTHS = (4096, 8192, 16384, 32768, 65536, 131072, 262144)
 
 NB_TARGET = 256          # base-graph columns aimed for
 NB_RANGE = (128, 1024)   # allowed base-graph sizes (n / Z)
@@ -404,13 +409,20 @@ class LdpcCode:
         return f"qc-peg-r{self.rate_design:.1f}-n{self.n}-s{self.seed}"
 
     def syndromes(self, words: np.ndarray) -> np.ndarray:
-        """Syndromes of many words at once: (F, n) bits -> (F, m) bits, uint8."""
+        """Syndromes of many words at once: (F, n) bits -> (F, m) bits, uint8 (native kernel when it
+        builds: XORs of rotated runs, one per circulant; else a sparse product)."""
         w = np.asarray(words, dtype=np.uint8)
         if w.ndim == 1:
             return self.syndromes(w[None, :])[0]
-        if w.shape[1] != self.n:
-            raise ValueError(f"words of length {w.shape[1]}: this code has n = {self.n}")
-        return (np.asarray((self.H @ w.T.astype(np.int32))) & 1).T.astype(np.uint8)
+        if w.ndim != 2 or w.shape[1] != self.n:
+            raise ValueError(f"words of shape {w.shape}: this code has n = {self.n}")
+        handle = _native_handle(self)
+        if handle is None:
+            return (np.asarray((self.H @ w.T.astype(np.int32))) & 1).T.astype(np.uint8)
+        w = np.ascontiguousarray(w & 1)
+        out = np.empty((w.shape[0], self.m), dtype=np.uint8)
+        _native_lib().ldpc_syndrome(handle, w.shape[0], w.ctypes.data, out.ctypes.data)
+        return out
 
 
 def _params_digest(rate: float, n: int, seed: int) -> str:
@@ -575,3 +587,119 @@ def gf2_rank(H) -> int:
         if rank == m:
             break
     return rank
+
+
+# ----------------------------------------------------------------------------------------------
+# Native layered decoder (host/native/ldpc.cpp).
+# ----------------------------------------------------------------------------------------------
+
+NATIVE_RULES = {"min-sum": 0, "offset-min-sum": 1, "sum-product": 2}
+_HANDLES: dict = {}
+
+
+@lru_cache(maxsize=1)
+def _native_lib():
+    """The C++ kernel ``host/native/ldpc.cpp`` (compiled once, cached); None if it cannot be built."""
+    import ctypes
+    from qkdlink.host.native import NativeBuildError, load
+    try:
+        lib = load("ldpc")
+    except NativeBuildError:
+        return None
+    P, I, I64, F = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
+    lib.ldpc_code_new.argtypes = [I, I, I, P]
+    lib.ldpc_code_new.restype = P
+    lib.ldpc_code_free.argtypes = [P]
+    lib.ldpc_code_free.restype = None
+    lib.ldpc_decode.argtypes = [P, I, P, I64, P, P, P, P, I, I, F, I, I, P, P, I]
+    lib.ldpc_state_floats.argtypes = [P]
+    lib.ldpc_state_floats.restype = I64
+    lib.ldpc_decode.restype = I
+    lib.ldpc_syndrome.argtypes = [P, I, P, P]
+    lib.ldpc_syndrome.restype = None
+    return lib
+
+
+def native_available() -> bool:
+    """True if the C++ LDPC kernel compiled and loaded on this machine."""
+    return _native_lib() is not None
+
+
+def _native_handle(code: LdpcCode):
+    lib = _native_lib()
+    if lib is None:
+        return None
+    key = (code.digest, code.n)
+    h = _HANDLES.get(key)
+    if h is None:
+        S = np.ascontiguousarray(code.shifts, dtype=np.int32)
+        h = lib.ldpc_code_new(S.shape[0], S.shape[1], code.z, S.ctypes.data)
+        if not h:
+            raise ValueError(f"code {code.name}: shift matrix rejected by the native decoder")
+        _HANDLES[key] = h
+    return h
+
+
+def native_state(code: LdpcCode, frames: int) -> np.ndarray:
+    """Zeroed decoder state for ``frames`` frames (float32; 2 n + edges floats each) for warm starts."""
+    lib = _native_lib()
+    if lib is None:
+        raise RuntimeError("the native LDPC decoder could not be built (qkdlink.host.native.load('ldpc'))")
+    return np.zeros((int(frames), lib.ldpc_state_floats(_native_handle(code))), dtype=np.float32)
+
+
+def decode_native(code: LdpcCode, llr: np.ndarray, syndromes: np.ndarray, max_iter: int = 60,
+                  rule: str = "sum-product", param: float = 0.75, threads: int = 1, stall: int = 0,
+                  state: np.ndarray | None = None, state_rows: np.ndarray | None = None, resume: bool = False):
+    """Layered syndrome decoding of F frames with the C++ kernel (see ``host/native/ldpc.cpp``).
+
+    ``llr``: channel LLRs ln(P(e=0)/P(e=1)), shape (n,) shared by all frames or (F, n);
+    ``syndromes``: (F, m) bits. Returns (errors (F, n) uint8, converged (F,) bool, iterations (F,)).
+    ``rule``: "sum-product", "min-sum" (normalised by ``param``) or "offset-min-sum" (offset ``param``).
+    ``stall`` > 0 gives up on a frame after that many iterations without a new lowest number of
+    unsatisfied checks (0: run to ``max_iter``). ``threads``: frames are shared among them.
+    ``state`` (from :func:`native_state`) keeps each frame's messages in row ``state_rows[f]``; with
+    ``resume=True`` decoding continues from them with the new ``llr`` (warm start after the blind
+    protocol revealed symbols: the syndromes must be the same as in the previous call).
+    """
+    lib = _native_lib()
+    if lib is None:
+        raise RuntimeError("the native LDPC decoder could not be built (qkdlink.host.native.load('ldpc'))")
+    if rule not in NATIVE_RULES:
+        raise ValueError(f"check rule {rule!r}: must be one of {', '.join(NATIVE_RULES)}")
+    syn = np.ascontiguousarray(syndromes, dtype=np.uint8)
+    if syn.ndim != 2 or syn.shape[1] != code.m:
+        raise ValueError(f"syndromes of shape {syn.shape}: this code has m = {code.m}")
+    F = syn.shape[0]
+    L = np.ascontiguousarray(llr, dtype=np.float32)
+    if L.shape == (code.n,):
+        stride = 0
+    elif L.shape == (F, code.n):
+        stride = code.n
+    else:
+        raise ValueError(f"llr of shape {L.shape}: expected ({code.n},) or ({F}, {code.n})")
+    if not np.isfinite(L).all():
+        raise ValueError("llr: must be finite")
+    handle = _native_handle(code)
+    st_ptr = rows_ptr = None
+    if state is not None:
+        rows = np.ascontiguousarray(np.arange(F) if state_rows is None else state_rows, dtype=np.int32)
+        width = lib.ldpc_state_floats(handle)
+        rows_ok = rows.shape == (F,) and (F == 0 or 0 <= rows.min() <= rows.max() < len(state))
+        if (state.dtype != np.float32 or not state.flags.c_contiguous or state.ndim != 2
+                or state.shape[1] != width or not rows_ok):
+            raise ValueError(f"state: expected a C-contiguous float32 array (frames, {width}) from native_state "
+                             f"and one row index per frame")
+        st_ptr, rows_ptr = state.ctypes.data, rows.ctypes.data
+    elif resume:
+        raise ValueError("resume=True needs the state of the previous call")
+    out = np.empty((F, code.n), dtype=np.uint8)
+    iters = np.zeros(F, dtype=np.int32)
+    conv = np.zeros(F, dtype=np.uint8)
+    if F:
+        rc = lib.ldpc_decode(handle, F, L.ctypes.data, stride, syn.ctypes.data, out.ctypes.data,
+                             iters.ctypes.data, conv.ctypes.data, int(max_iter), NATIVE_RULES[rule],
+                             float(param), int(stall), int(max(1, threads)), st_ptr, rows_ptr, int(bool(resume)))
+        if rc:
+            raise ValueError("native decoder: bad arguments")
+    return out, conv.astype(bool), iters.astype(np.int64)

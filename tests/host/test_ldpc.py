@@ -8,7 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 from qkdlink.host.ldpc_codes import (BP_THRESHOLDS, DEGREE_DISTRIBUTIONS, MOTHER_RATES, code_shape,
-                                     code_stats, construct_code, get_code, gf2_rank, lifting_for)
+                                     code_stats, construct_code, decode_native, get_code, gf2_rank,
+                                     lifting_for, native_available, native_state)
 from qkdlink.host.ldpc_reconcile import (QBER_MAX, LdpcAlice, LdpcBob, LdpcParams, LdpcProtocolError,
                                          binary_entropy, decode_message, encode_message, plan_frames,
                                          reconcile)
@@ -128,6 +129,82 @@ def test_bp_decodes_well_below_threshold(rate):
         assert dec.converge and np.array_equal(d, e)
 
 
+needs_native = pytest.mark.skipif(not native_available(), reason="C++ LDPC kernel not buildable here")
+
+
+@needs_native
+@pytest.mark.parametrize("rate", [0.5, 0.7, 0.9])
+def test_native_layered_decoder_matches_the_package_reference(rate):
+    """Layered sum-product (C++) against the ``ldpc`` package's flooding BP on the same syndromes: both
+    recover the error pattern at 60 % of the threshold; the native one needs fewer iterations."""
+    from ldpc import BpDecoder
+    code = get_code(rate, 4096)
+    q = 0.6 * BP_THRESHOLDS[rate]
+    rng = np.random.default_rng(int(rate * 100))
+    E = (rng.random((6, code.n)) < q).astype(np.uint8)
+    S = code.syndromes(E)
+    llr = np.full(code.n, np.log((1 - q) / q))
+    out, conv, iters = decode_native(code, llr, S, max_iter=60, threads=2)
+    assert conv.all() and np.array_equal(out, E)
+    assert np.array_equal(code.syndromes(out), S)
+    ref = BpDecoder(code.H, error_rate=q, max_iter=60, bp_method="product_sum", input_vector_type="syndrome")
+    ref_iters = []
+    for e, s in zip(E, S):
+        assert np.array_equal(ref.decode(s), e) and ref.converge
+        ref_iters.append(ref.iter)
+    assert iters.sum() < sum(ref_iters)                        # layered schedule converges faster
+    ms, ms_conv, _ = decode_native(code, llr, S[:2], max_iter=60, rule="min-sum", param=0.75)
+    assert np.array_equal(code.syndromes(ms[ms_conv]), S[:2][ms_conv])   # min-sum: valid when it converges
+
+
+@needs_native
+def test_native_decoder_punctured_and_shortened_symbols_and_bad_input():
+    """Punctured symbols (LLR 0) are recovered from the syndrome; shortened ones (large LLR) stay 0; a
+    frame with far too many errors is reported as not converged, not as a wrong word."""
+    code = get_code(0.6, 4096)
+    rng = np.random.default_rng(7)
+    q = 0.03
+    punct, short = code.modulation_order[:300], code.modulation_order[300:700]
+    E = (rng.random((3, code.n)) < q).astype(np.uint8)
+    E[:, punct] = rng.integers(0, 2, (3, len(punct)))
+    E[:, short] = 0
+    E[2] = rng.random(code.n) < 0.3                             # hopeless frame
+    llr = np.full(code.n, np.log((1 - q) / q))
+    llr[punct], llr[short] = 0.0, 30.0
+    out, conv, iters = decode_native(code, llr, code.syndromes(E), max_iter=50, threads=2, stall=10)
+    assert conv.tolist() == [True, True, False]
+    assert np.array_equal(out[:2], E[:2]) and iters[2] < 50
+    with pytest.raises(ValueError, match="syndromes of shape"):
+        decode_native(code, llr, np.zeros((2, code.m + 1), np.uint8))
+    with pytest.raises(ValueError, match="llr of shape"):
+        decode_native(code, llr[:-1], code.syndromes(E))
+    with pytest.raises(ValueError, match="check rule"):
+        decode_native(code, llr, code.syndromes(E), rule="max-product")
+    with pytest.raises(ValueError, match="resume=True needs the state"):
+        decode_native(code, llr, code.syndromes(E), resume=True)
+    with pytest.raises(ValueError, match="state: expected"):
+        decode_native(code, llr, code.syndromes(E), state=native_state(code, 3)[:, :-1].copy())
+    # warm start: a hopeless frame, then the same frame with its errors revealed, continues and decodes
+    state = native_state(code, 3)
+    S = code.syndromes(E)
+    decode_native(code, llr, S, max_iter=5, state=state)
+    hint = np.tile(llr, (3, 1))
+    hint[2] = np.where(E[2] == 1, -30.0, 30.0)
+    out2, conv2, it2 = decode_native(code, hint, S, max_iter=20, state=state, resume=True)
+    assert conv2.all() and np.array_equal(out2, E)
+    with pytest.raises(ValueError, match="LdpcParams.decoder"):
+        LdpcParams(decoder="gpu")
+
+
+def test_package_decoder_still_reconciles():
+    """The ``ldpc`` package's BP (the reference/baseline) behind the same protocol."""
+    q = 0.03
+    a, b = bsc(5000, q, seed=12)
+    kb, st, alice = reconcile(a, b, q, params=LdpcParams(frame_bits=4096, decoder="bp"),
+                              alice_rng=np.random.default_rng(4))
+    assert np.array_equal(alice.result(), kb) and st.frames == 2
+
+
 def test_syndromes_vectorised_match_single():
     code = get_code(0.6, 4096)
     words = np.random.default_rng(2).integers(0, 2, (5, code.n), dtype=np.uint8)
@@ -135,6 +212,8 @@ def test_syndromes_vectorised_match_single():
     assert s.shape == (5, code.m)
     for w, sw in zip(words, s):
         assert np.array_equal(sw, (code.H.astype(np.int64) @ w) % 2)
+    with pytest.raises(ValueError, match="words of shape"):
+        code.syndromes(words[:, :-1])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -224,10 +303,14 @@ def test_failed_frames_are_counted_and_dropped_at_both_ends():
     assert st.leaked_bits > 0                                  # disclosed even though discarded
 
 
-def test_blind_retries_rescue_an_optimistic_start():
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_blind_retries_rescue_an_optimistic_start(warm_start):
+    """Every retry reveals punctured values; with ``warm_start`` the native decoder continues from the
+    last attempt's messages, without it each attempt starts afresh: both end with identical keys."""
     q = 0.05
     a, b = bsc(20000, q, seed=8)
-    params = LdpcParams(frame_bits=4096, f_start=0.9, f_step=0.06, max_rounds=12, max_iter=60)
+    params = LdpcParams(frame_bits=4096, f_start=0.9, f_step=0.06, max_rounds=12, max_iter=60,
+                        warm_start=warm_start)
     kb, st, alice = reconcile(a, b, q, params=params, alice_rng=np.random.default_rng(0))
     ka = alice.result()
     assert st.first_attempt_failures == st.frames          # f = 0.9 < 1 can never decode
@@ -274,12 +357,16 @@ def test_messages_survive_the_wire_format():
 
 
 def test_parallel_workers_give_the_same_result():
+    """Native decoding threads (or package worker processes where the kernel does not build) share
+    the frames; the result is the same as with one."""
     q = 0.03
     a, b = bsc(12000, q, seed=4)
-    r1 = reconcile(a, b, q, params=SMALL, alice_rng=np.random.default_rng(5))
-    r2 = reconcile(a, b, q, params=LdpcParams(frame_bits=4096, max_iter=60, workers=2),
+    r1 = reconcile(a, b, q, params=LdpcParams(frame_bits=4096, max_iter=60, threads=1),
+                   alice_rng=np.random.default_rng(5))
+    r2 = reconcile(a, b, q, params=LdpcParams(frame_bits=4096, max_iter=60, workers=2, threads=2),
                    alice_rng=np.random.default_rng(5))
     assert np.array_equal(r1[0], r2[0]) and r1[1].leaked_bits == r2[1].leaked_bits
+    assert r1[1].bp_iterations == r2[1].bp_iterations
 
 
 # ------------------------------------------------------------------------------------------------
