@@ -873,9 +873,18 @@ class _BobSession:
                             int(self.leak.sum()), self.rounds, int(self.corr.sum()),
                             self.leak.copy(), self.corr.copy())
 
+    @property
+    def max_rounds(self) -> int:
+        """Round-trip budget: 40 x passes x (log2 n + 1), ~10x the most an honest run needs, so
+        inconsistent answers (which can keep the cascade effect going) end in an error."""
+        return 40 * len(self.ks) * (int(np.ceil(np.log2(max(self.n, 2)))) + 1)
+
     def _ask(self, requests: list[dict]) -> list[np.ndarray]:
         query = {"protocol": PROTOCOL, "n": self.n, "frames": self.F, "seed": self.seed,
                  "requests": requests}
+        if self.rounds >= self.max_rounds:
+            raise ValueError(f"Cascade did not converge in {self.max_rounds} round trips (honest runs need "
+                             "150-1300): Alice's answers are inconsistent with Bob's key (tampered messages?)")
         answer = self.ask_alice(query)
         self.rounds += 1
         try:
@@ -1319,10 +1328,15 @@ class _NativeBobSession(_BobSession):
             lib.cas_bob_start(h, _ptr(tops))          # (keep every array passed by address alive)
             cap, bufs, ptrs = 0, (), ()
             none = np.zeros(1, np.uint8)
+            steps = 0
             while True:
                 nopen = lib.cas_bob_open(h)
                 if nopen == 0:
                     break
+                steps += 1
+                if steps > 4 * self.max_rounds:
+                    raise ValueError(f"Cascade did not converge in {steps} steps: Alice's answers are "
+                                     "inconsistent with Bob's key (tampered messages?)")
                 if nopen > cap:
                     cap = max(nopen, 2 * cap)
                     bufs = tuple(np.empty(cap, np.int64) for _ in range(4))
