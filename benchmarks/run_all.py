@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["tx_cosim.py", "rx_cosim.py", "auth_throughput.py", "pa_throughput.py", "reconcile_cascade.py", "reconcile_ldpc.py"]
+BENCHMARKS = ["tx_cosim.py", "rx_cosim.py", "fulllink_cosim.py", "auth_throughput.py", "pa_throughput.py",
+              "reconcile_cascade.py", "reconcile_ldpc.py", "distill_throughput.py", "boards_fmax.py"]
 
 
 def main() -> int:

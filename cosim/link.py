@@ -23,9 +23,12 @@ from ..gateware.bob_model import BobSettings
 from ..gateware.link import Link
 from .toolchain import build, run_cocotb, link_pump_sv, PUBLIC as PUB
 
-__all__ = ["link_verilog", "link_top_sv", "link_instance_sv", "run_link_cosim", "TOPLEVEL"]
+__all__ = ["link_verilog", "link_top_sv", "link_instance_sv", "run_link_cosim", "TOPLEVEL", "PUMP_WORD_BYTES"]
 
 TOPLEVEL = "link_top"
+# Bytes per link-pump ring entry: the testbench moves a burst in one VPI access per 32 bytes
+# (per-byte accesses were most of the testbench's time).
+PUMP_WORD_BYTES = 32
 
 
 def link_verilog(alice: AliceParams, bob: BobParams) -> str:
@@ -34,14 +37,15 @@ def link_verilog(alice: AliceParams, bob: BobParams) -> str:
 
 
 def link_instance_sv(laser: str, sync: str) -> str:
-    """SV lines: the two host-link pumps and the ``link`` instance (Bob's inputs ``det``,
-    ``sync_in``); Alice's laser and sync pins go to the nets named ``laser``/``sync`` ('' = open)."""
+    """SV lines: the two host-link pumps (``PUMP_WORD_BYTES`` per ring entry) and the ``link``
+    instance (Bob's inputs ``det``, ``sync_in``); Alice's laser and sync pins go to the nets
+    named ``laser``/``sync`` ('' = open)."""
     return f"""  logic [7:0] arx_p, atx_p, brx_p, btx_p;
   logic arx_v, arx_r, atx_v, atx_r, brx_v, brx_r, btx_v, btx_r;
-  link_pump alice_pump(.clk(clk), .rx_payload(arx_p), .rx_valid(arx_v), .rx_ready(arx_r),
-                       .tx_payload(atx_p), .tx_valid(atx_v), .tx_ready(atx_r));
-  link_pump bob_pump(.clk(clk), .rx_payload(brx_p), .rx_valid(brx_v), .rx_ready(brx_r),
-                     .tx_payload(btx_p), .tx_valid(btx_v), .tx_ready(btx_r));
+  link_pump #(.WORD_BYTES({PUMP_WORD_BYTES})) alice_pump(.clk(clk), .rx_payload(arx_p), .rx_valid(arx_v),
+                     .rx_ready(arx_r), .tx_payload(atx_p), .tx_valid(atx_v), .tx_ready(atx_r));
+  link_pump #(.WORD_BYTES({PUMP_WORD_BYTES})) bob_pump(.clk(clk), .rx_payload(brx_p), .rx_valid(brx_v),
+                     .rx_ready(brx_r), .tx_payload(btx_p), .tx_valid(btx_v), .tx_ready(btx_r));
   link dut(.clk(clk), .rst(rst),
     .alice_rx__payload(arx_p), .alice_rx__valid(arx_v), .alice_rx__ready(arx_r),
     .alice_tx__payload(atx_p), .alice_tx__valid(atx_v), .alice_tx__ready(atx_r),

@@ -19,6 +19,15 @@ EPILOG = """examples:
   qkdlink cosim-link                    Alice + Bob gateware, ideal channel, hardware sifting
   qkdlink sim --slots 2000000 --json run.json
                                         full link: gateware + physical channel model + sifting
+  qkdlink sim --eve intercept-resend:0.5 --clock-offset-ppm 2 --json run.json
+  qkdlink plot-distance --distance-km 0:150:25 --slots 1e6 --out plot.png
+                                        measured vs expected gain and QBER over fibre length
+  qkdlink distill run.json              distill a sim output into final keys (ledger printed)
+  qkdlink serve-sim --role alice --uart  serve a Verilated endpoint on a pseudo-terminal
+  qkdlink device --port /dev/pts/3 counters
+                                        the same commands work over a board's serial port
+  qkdlink build --board ecpix5-85 --role bob --out build/bob
+                                        bitstream + report.json (Fmax, resources)
   qkdlink verilog --role alice --out build/alice
   qkdlink keyrate --method vacuum-weak-decoy --distance-km 0:200:10
                                         secret key rate vs distance, and the maximum distance
@@ -91,28 +100,110 @@ def cmd_cosim_tx(args) -> int:
     return 0 if report["model_agreement"] else 1
 
 
+WAVES_MAX_SLOTS = 20_000      # the VCD of the full link: ~14 MB for 2,000 slots (setup and sifting included)
+
+
+def _float_in(option: str, text: str, lo: float, hi: float, unit: str = "") -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: not a number") from None
+    if not (lo <= value <= hi):
+        raise UsageError(f"{option} {text!r}: must be in [{lo:g}, {hi:g}]{' ' + unit if unit else ''}")
+    return value
+
+
+def channel_options_from_args(args, cfg) -> dict:
+    """The ``--eve``, ``--clock-offset-ppm``, ``--satellite`` / ``--pass-time-s`` options of
+    ``qkdlink sim`` as :class:`~qkdlink.cosim.channel.Channel` keyword arguments, checked
+    (UsageError naming the option) before anything is built."""
+    from ..cosim.channel import Channel
+    from ..cosim.channel.eve import BeamSplitting, InterceptResend
+    from ..cosim.channel.expectations import pns_preserving_signal_gain
+    from ..cosim.channel.freespace import SatellitePass
+    options = {}
+    if args.clock_offset_ppm is not None:
+        options["clock_offset_ppm"] = _float_in("--clock-offset-ppm", args.clock_offset_ppm, -1000.0, 1000.0, "ppm")
+    if args.pass_time_s is not None and not args.satellite:
+        raise UsageError("--pass-time-s: only with --satellite")
+    if args.satellite:
+        sat = SatellitePass()
+        half = sat.visible_half_width_s()
+        options["downlink"] = sat
+        t = "0" if args.pass_time_s is None else args.pass_time_s
+        options["pass_time_s"] = _float_in("--pass-time-s", t, -half, half,
+                                           f"s (the satellite is above {sat.min_elevation_deg:g} deg elevation)")
+    if args.eve:
+        kind, _, arg = args.eve.partition(":")
+        if kind == "intercept-resend":
+            fraction = _float_in("--eve intercept-resend:FRACTION", arg, 0.0, 1.0) if arg else 1.0
+            options["eve"] = InterceptResend(fraction=fraction)
+        elif kind in ("pns", "beam-splitting") and not arg:
+            if kind == "beam-splitting":
+                options["eve"] = BeamSplitting()
+            else:
+                eta = float(options["downlink"].transmittance(options["pass_time_s"])) if args.satellite else None
+                try:
+                    options["eve"] = pns_preserving_signal_gain(cfg, transmittance=eta)
+                except ValueError as e:
+                    raise UsageError(f"--eve pns: {e}") from None
+        else:
+            raise UsageError(f"--eve {args.eve!r}: must be intercept-resend[:FRACTION], pns or beam-splitting")
+    try:
+        Channel(cfg, seed=0, **options)
+    except ValueError as e:
+        raise UsageError(f"channel options: {e}") from None
+    return options
+
+
 def cmd_sim(args) -> int:
     """Co-simulate the full link: Alice and Bob gateware with the physical channel model between."""
     import numpy as np
     from ..cosim.fulllink import run_full_link
     cfg = load_link_config(args.config)
+    options = channel_options_from_args(args, cfg)
+    if args.waves and args.slots > WAVES_MAX_SLOTS:
+        raise UsageError(f"--waves with --slots {args.slots}: at most {WAVES_MAX_SLOTS:,} slots (the VCD "
+                         "holds every signal of both ends at every clock)")
+    work_dir = Path(args.work_dir) if args.work_dir else None
+    if args.waves and work_dir is None:
+        work_dir = Path(args.json).with_suffix(".work") if args.json else Path("qkdlink-sim-work")
     seed = cfg.gateware.prng_seed if args.seed is None else args.seed
     g, c = cfg.gateware, cfg.channel
-    print(f"qkdlink: full-link co-simulation, {c.length_km:g} km at {c.loss_db_per_km:g} dB/km, "
+    path = "satellite downlink (Micius-like)" if "downlink" in options else \
+        f"{c.length_km:g} km at {c.loss_db_per_km:g} dB/km"
+    print(f"qkdlink: full-link co-simulation, {path}, "
           f"{g.pulse_rate_mhz:g} MHz pulses (S={g.samples_per_clock}, P={g.slots_per_clock}), "
           f"{args.slots:,} slots, seed {seed}", file=sys.stderr)
-    print("qkdlink: channel model, Verilator build (cached) and run ...", file=sys.stderr)
-    r = run_full_link(cfg, slots=args.slots, seed=seed)
+    print("qkdlink: channel model, Verilator build (cached"
+          + (", with tracing" if args.waves else "") + ") and run ...", file=sys.stderr)
+    r = run_full_link(cfg, slots=args.slots, seed=seed, channel_options=options, progress=not args.quiet,
+                      waves=args.waves, work_dir=work_dir)
+    ch = r["channel"]
+    if ch["eve"]:
+        print("eve: " + ", ".join(f"{k} {v}" for k, v in ch["eve"].items()))
+    if ch["satellite"]:
+        s = ch["satellite"]
+        print(f"satellite: t = {ch['pass_time_s']:g} s from culmination, range {s['range_km']:.0f} km, "
+              f"elevation {s['elevation_deg']:.1f} deg, loss {s['loss_db']:.1f} dB"
+              + (f"  [unconfirmed: {s['unconfirmed']}]" if "unconfirmed" in s else ""))
+    if ch["clock_offset_ppm"]:
+        print(f"clock offset: Bob {ch['clock_offset_ppm']:+g} ppm")
     print(f"slots {r['slots']:,}  co-simulation {r['slots_per_s']:,.0f} slots/s  "
           f"model agreement {'bit-exact' if r['model_agreement'] else 'MISMATCH'}  "
           f"transmittance {r['transmittance']:.3e}")
-    print(f"{'class':<8}{'sent':>12}{'detected':>10}{'sifted':>8}{'errors':>8}"
-          f"{'gain':>12}{'expected':>12}{'qber':>9}{'expected':>10}")
+    print(f"records {r['records_produced']:,} produced, {r['records_dropped']:,} dropped (record FIFO full), "
+          f"{r['sift_lost']:,} answered LOST (choice memory overrun)")
+    print(f"{'class':<8}{'sent':>10}{'detected':>10}{'sifted':>8}{'errors':>8}"
+          f"{'gain':>11}{'expected':>11}{'3 sigma':>10}{'qber':>8}{'expected':>9}{'3 sigma':>9}")
     for name, v in r["classes"].items():
-        print(f"{name:<8}{v['sent']:>12,}{v['detected']:>10,}{v['sifted']:>8,}{v['errors']:>8,}"
-              f"{v['gain']:>12.3e}{v['expected_gain']:>12.3e}{v['qber']:>9.4f}{v['expected_qber']:>10.4f}")
+        print(f"{name:<8}{v['sent']:>10,}{v['detected']:>10,}{v['sifted']:>8,}{v['errors']:>8,}"
+              f"{v['gain']:>11.3e}{v['expected_gain']:>11.3e}{3 * v['sigma_gain']:>10.1e}"
+              f"{v['qber']:>8.4f}{v['expected_qber']:>9.4f}{3 * v['sigma_qber']:>9.4f}")
     for m in r["mismatches"]:
         print(f"  mismatch: {m}")
+    if "waves_file" in r:
+        print(f"qkdlink: waveforms {r['waves_file']}", file=sys.stderr)
     if args.json:
         base = Path(args.json)
         for end in ("alice", "bob"):
@@ -227,6 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--slots", type=_positive_int, default=1_000_000, help="slots to emit (default 1e6)")
     f.add_argument("--seed", type=int, help="seed (default: gateware.prng_seed of the config)")
     f.add_argument("--json", metavar="FILE", help="write the report as JSON and both sifted keys next to it")
+    f.add_argument("--eve", metavar="ATTACK", help="intercept-resend[:FRACTION] (default fraction 1), pns (the "
+                   "attack that keeps the honest signal gain) or beam-splitting")
+    f.add_argument("--clock-offset-ppm", metavar="X", help="Bob's clock runs X ppm fast (-1000..1000)")
+    f.add_argument("--satellite", action="store_true", help="a Micius-like satellite downlink pass replaces "
+                   "the fibre (loss anchors unconfirmed, see docs/channel.md)")
+    f.add_argument("--pass-time-s", metavar="T", help="with --satellite: time from culmination (default 0)")
+    f.add_argument("--waves", action="store_true", help=f"build with tracing and dump a VCD (at most "
+                   f"{WAVES_MAX_SLOTS:,} slots); the path is printed")
+    f.add_argument("--work-dir", metavar="DIR", help="keep the simulator's files (and waves) here")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=cmd_sim)
 
     k = sub.add_parser("cosim-link", help="co-simulate Alice + Bob through an ideal channel, with hardware sifting",
@@ -241,6 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .keyrate_cli import add_parser as add_keyrate
     add_keyrate(sub)
+    from .device_cli import add_parsers as add_device
+    add_device(sub)
+    from .distill_cli import add_parser as add_distill
+    add_distill(sub)
+    from ..boards.cli import add_parser as add_build
+    add_build(sub)
+    from .plot_cli import add_parser as add_plot_distance
+    add_plot_distance(sub)
 
     v = sub.add_parser("verilog", help="write an endpoint's Verilog and lint it with Verilator",
                        description=cmd_verilog.__doc__)
@@ -283,4 +392,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # the package's own module, so that subcommand modules raise the UsageError caught here
+    from qkdlink.host.cli import main as _main
+    sys.exit(_main())
