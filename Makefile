@@ -18,6 +18,9 @@ env: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/qkdlink cosim-tx
 	$(BIN)/qkdlink sim
+	mkdir -p build/demo
+	$(BIN)/qkdlink sim host/defaults/examples/metro-25km.yaml --slots 30000000 --json build/demo/metro.json
+	$(BIN)/qkdlink distill build/demo/metro.json --out build/demo/metro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests
