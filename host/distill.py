@@ -317,6 +317,10 @@ class DistillOptions:
     and ``ldpc`` configure the reconciliation; ``qber_eps`` is the failure probability of the
     sample's QBER bound (default: ``eps_sec``; it steers decisions only, see ``estimation``).
 
+    ``cascade_frame_bits``: Cascade reconciles the block as frames of about this many bits, all
+    in one session (round trips shared by the frames, the native engine's two threads busy);
+    see :func:`cascade_frames`.
+
     ``authentication``: ``"transcript"`` (default) sends the block's messages with sequence numbers
     but without tags and authenticates each direction's whole transcript with one Wegman-Carter
     tag before the messages that release the key (``confirm``, ``done``) — nothing is output before
@@ -331,8 +335,12 @@ class DistillOptions:
     qber_eps: float | None = None
     max_payload_bytes: int = 16 << 20
     authentication: str = "transcript"
+    cascade_frame_bits: int = 1 << 17
 
     def __post_init__(self):
+        if not 1024 <= self.cascade_frame_bits <= 1 << 26:
+            raise DistillInputError(f"DistillOptions.cascade_frame_bits = {self.cascade_frame_bits!r}: must be in "
+                                    "[1024, 2^26]")
         if self.authentication not in AUTH_MODES:
             raise DistillInputError(f"DistillOptions.authentication = {self.authentication!r}: must be one of "
                                     f"{', '.join(AUTH_MODES)}")
@@ -504,6 +512,18 @@ def split_blocks(n_rows: int, block_bits: int) -> list[tuple[int, int]]:
     nb = max(1, n_rows // max(1, int(block_bits)))
     edges = [n_rows * i // nb for i in range(nb + 1)]
     return [(edges[i], edges[i + 1]) for i in range(nb)]
+
+
+def cascade_frames(bits: np.ndarray, frame_bits: int) -> np.ndarray:
+    """The key as ``(F, n)`` frames for Cascade: ``F = ceil(len / frame_bits)`` frames of equal
+    length ``n = ceil(len / F)``, the last one padded with zeros (public, the same at both ends:
+    they carry no secret and the parities over them are counted as disclosed anyway)."""
+    size = int(bits.size)
+    frames = max(1, -(-size // int(frame_bits)))
+    n = -(-size // frames)
+    out = np.zeros(frames * n, np.uint8)
+    out[:size] = bits
+    return out.reshape(frames, n)
 
 
 def choose_method(configured: str, qber: float, key_bits: int, tag_bits: int, *,
@@ -836,7 +856,8 @@ class AliceEnd(_End):
         keep[self.sample] = False
         self.key_bits = self.bits[self.z_idx[keep]].copy()
         if self.method == "cascade":
-            self.rec = CascadeAlice(self.key_bits, int(msg["ec_seed"]))
+            self.rec = CascadeAlice(cascade_frames(self.key_bits, self.options.cascade_frame_bits),
+                                    int(msg["ec_seed"]))
         else:
             self.rec = LdpcAlice(self.key_bits, rng=self.rand.rng)
         self.rec_bits_sent = 0
@@ -1009,7 +1030,9 @@ class BobEnd(_End):
         n = int(original.size)
         try:
             if self.method == "cascade":
-                corrected, st = Cascade(self.options.cascade_variant, self.ec_seed).reconcile(original, ask, q)
+                framed = cascade_frames(original, self.options.cascade_frame_bits)
+                corrected, st = Cascade(self.options.cascade_variant, self.ec_seed).reconcile(framed, ask, q)
+                corrected = corrected.reshape(-1)[:n]
                 leaked, rounds, corr, dropped, check = int(st.leaked_bits), int(st.rounds), int(st.corrected_bits), 0, 0
             else:
                 with LdpcBob(self.options.ldpc) as bob:
