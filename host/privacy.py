@@ -175,8 +175,8 @@ def bits_from_bytes(data, nbits: int) -> np.ndarray:
     return np.unpackbits(buf, count=nbits, bitorder="little")
 
 
-def _as_bits(a, name: str, nbits: int | None = None) -> np.ndarray:
-    """Validate and return a 1-D uint8 0/1 array; uint64 input is unpacked (needs ``nbits``)."""
+def _checked_1d(a, name: str, nbits: int | None) -> np.ndarray:
+    """``a`` as a 1-D array; packed uint64 input must come with its length and word count right."""
     arr = np.asarray(a)
     if arr.ndim != 1:
         raise ValueError(f"{name}: must be a 1-D bit array, got shape {arr.shape}")
@@ -185,6 +185,13 @@ def _as_bits(a, name: str, nbits: int | None = None) -> np.ndarray:
             raise ValueError(f"{name}: packed uint64 input needs its length in bits")
         if arr.size != -(-nbits // 64):
             raise ValueError(f"{name}: {arr.size} packed words for {nbits} bits, expected {-(-nbits // 64)}")
+    return arr
+
+
+def _as_bits(a, name: str, nbits: int | None = None) -> np.ndarray:
+    """Validate and return a 1-D uint8 0/1 array; uint64 input is unpacked (needs ``nbits``)."""
+    arr = _checked_1d(a, name, nbits)
+    if arr.dtype == np.uint64:
         return unpack_bits(arr, nbits)
     if arr.dtype == np.bool_:
         return arr.view(np.uint8)
@@ -320,14 +327,8 @@ def _native_operand(a, name: str, nbits: int | None = None) -> tuple[np.ndarray,
     uint8 values are checked by the kernel itself (one pass with the packing); other integer
     dtypes go through :func:`_as_bits`.
     """
-    arr = np.asarray(a)
-    if arr.ndim != 1:
-        raise ValueError(f"{name}: must be a 1-D bit array, got shape {arr.shape}")
+    arr = _checked_1d(a, name, nbits)
     if arr.dtype == np.uint64:
-        if nbits is None:
-            raise ValueError(f"{name}: packed uint64 input needs its length in bits")
-        if arr.size != -(-nbits // 64):
-            raise ValueError(f"{name}: {arr.size} packed words for {nbits} bits, expected {-(-nbits // 64)}")
         return np.ascontiguousarray(arr), 0, nbits
     if arr.dtype == np.bool_:
         return np.ascontiguousarray(arr).view(np.uint8), 1, arr.size

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import time
+from abc import ABC, abstractmethod
 from urllib.parse import parse_qs, urlparse
 
 __all__ = ["Transport", "TransportError", "SerialTransport", "SocketTransport", "open_transport",
@@ -28,20 +29,22 @@ class TransportError(OSError):
     """The transport could not be opened or failed while in use (message names it)."""
 
 
-class Transport:
+class Transport(ABC):
     """Interface: ``write`` all bytes, ``read`` what arrives within ``timeout_s``, ``close``."""
 
     name = "transport"
 
+    @abstractmethod
     def write(self, data: bytes) -> None:
-        raise NotImplementedError
+        """Send all of ``data``."""
 
+    @abstractmethod
     def read(self, timeout_s: float) -> bytes:
         """Bytes that arrived, waiting at most ``timeout_s`` for the first one (b"" if none)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the port or socket."""
 
     def __enter__(self):
         return self
