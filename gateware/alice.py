@@ -137,14 +137,18 @@ class Alice(wiring.Component):
         run_bit, source_qrng = field("CTRL", "RUN"), field("CTRL", "SOURCE_QRNG")
 
         # Stage 0: run control, slot counter, entropy, symbols, sync bits.
+        # `running` is registered (it fans out to every stage-0 block): it is computed from the
+        # slot counter's next value, so emission still stops exactly when the counter reaches
+        # STOP_AT_SLOT; a CTRL or STOP_AT_SLOT write takes effect one clock later.
         next_slot = Signal(48)
+        slot_after = Signal(48)
         stop_at = Cat(regs.stop_at_slot_lo, regs.stop_at_slot_hi)
         running = Signal()
-        m.d.comb += running.eq(run_bit & ((stop_at == 0) | (next_slot < stop_at)))
-        with m.If(clear):
-            m.d.sync += next_slot.eq(0)
-        with m.Elif(running):
-            m.d.sync += next_slot.eq(next_slot + P)
+        m.d.comb += slot_after.eq(Mux(clear, 0, Mux(running, next_slot + P, next_slot)))
+        m.d.sync += [
+            next_slot.eq(slot_after),
+            running.eq(run_bit & ((stop_at == 0) | (slot_after < stop_at))),
+        ]
 
         m.d.comb += [
             ent.run.eq(running),

@@ -171,20 +171,27 @@ class Bob(wiring.Component):
                 hist.fine[c].eq(tagger.fine[c]),
             ]
 
-        # Records: detections while locked, numbered in Alice's slots.
+        # Records: detections while locked, numbered in Alice's slots. One register stage
+        # (records and their mask) between the slot arithmetic and the FIFO write / digest.
         dets = comb.detections
         mask = Signal(P)
+        rec_mask = Signal(P)
+        rec_values = [Signal(64, name=f"record{lane}") for lane in range(P)]
+        alice_base = Signal(48)
+        m.d.comb += alice_base.eq(srx.local_slot + srx.offset)
         for lane in range(P):
             d = dets[lane]
             slot = Signal(48, name=f"alice_slot{lane}")
             m.d.comb += [
-                slot.eq(srx.local_slot + lane + srx.offset),
+                slot.eq(alice_base + lane),
                 mask[lane].eq(d.detected & srx.locked & running),
-                rows.w_records[lane].eq(Mux(mask[lane], pack_record_value(slot, d.basis, d.bit, d.fine,
-                                                                           d.double | d.cross), 0)),
             ]
+            m.d.sync += rec_values[lane].eq(Mux(mask[lane], pack_record_value(slot, d.basis, d.bit, d.fine,
+                                                                              d.double | d.cross), 0))
+            m.d.comb += rows.w_records[lane].eq(rec_values[lane])
+        m.d.sync += rec_mask.eq(mask)
         m.d.comb += [
-            rows.w_valid.eq(Mux(records_on, mask, 0)),
+            rows.w_valid.eq(Mux(records_on, rec_mask, 0)),
             rows.clear_overflow.eq(clear_overflow),
         ]
 
@@ -193,8 +200,8 @@ class Bob(wiring.Component):
         m.submodules.digest_records = dig = crc.catalog.CRC32_ISO_HDLC(data_width=dig_w).create()
         m.d.comb += [
             dig.start.eq(clear),
-            dig.valid.eq(mask.any()),
-            dig.data.eq(Cat(rows.w_records.as_value(), mask)),
+            dig.valid.eq(rec_mask.any()),
+            dig.data.eq(Cat(rows.w_records.as_value(), rec_mask)),
         ]
 
         # Counters.
