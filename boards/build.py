@@ -175,7 +175,15 @@ def build_board(board_name: str, role: str, out, cfg, *, baud: int = DEFAULT_BAU
     _set_tool_env()
     platform = board.platform()
     nextpnr_opts = f"--report {name}.report.json --timing-allow-fail {nextpnr_opts}".strip()
-    synth_opts = "-noabc9" if board.family == "ecp5" else ""
+    synth_opts, script_after_synth = "", ""
+    if board.family == "ecp5":
+        # Yosys 0.70's synth_ecp5 always maps LUTs with ABC9, which under YoWASP fails on some
+        # netlists (assertion in abc_ops_reintegrate); map them with classic ABC instead, the
+        # rest of the script unchanged (docs/boards.md).
+        synth_opts = "-run begin:map_luts"
+        script_after_synth = "\n".join([
+            "check -latchonly -assert", "techmap -map +/lattice/latches_map.v",
+            "abc -lut 4:7 -dress", "clean", f"synth_ecp5 -run map_cells: -top {name}"])
     rep_path = build_dir / f"{name}.report.json"
     for stale in (rep_path, out / "report.json"):
         stale.unlink(missing_ok=True)       # never report a previous build's numbers
@@ -184,7 +192,7 @@ def build_board(board_name: str, role: str, out, cfg, *, baud: int = DEFAULT_BAU
     error = None
     try:
         platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
-                       synth_opts=synth_opts, nextpnr_opts=nextpnr_opts)
+                       synth_opts=synth_opts, script_after_synth=script_after_synth, nextpnr_opts=nextpnr_opts)
     except Exception as e:          # tool failures come back as CalledProcessError
         error = e
     build_s = time.monotonic() - t0

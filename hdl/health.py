@@ -280,8 +280,15 @@ class HealthTests(wiring.Component):
             m.d.comb += len_next.eq(_RCT_MAX)
         with m.Else():
             m.d.comb += len_next.eq(rct_len + 1)
-        m.d.comb += self.rct_fire.eq(self.valid & (len_next == self.rct_cutoff)
-                                     & ~(same & saturated))
+        # fire = valid & (len_next == cutoff) & ~(same & saturated), arranged so that only the
+        # sample compare and a 2:1 choice lie after the sample (the rest is from registers).
+        fire_if_same = Signal()
+        fire_if_new = Signal()
+        m.d.comb += [
+            fire_if_same.eq(~saturated & (rct_len + 1 == self.rct_cutoff)),
+            fire_if_new.eq(self.rct_cutoff == 1),
+            self.rct_fire.eq(self.valid & Mux(same, fire_if_same, fire_if_new)),
+        ]
 
         # APT
         first = Signal()
@@ -295,7 +302,14 @@ class HealthTests(wiring.Component):
             m.d.comb += cnt_next.eq(1)
         with m.Else():
             m.d.comb += cnt_next.eq(apt_cnt + (self.sample == apt_a))
-        m.d.comb += self.apt_fire.eq(self.valid & hit & (cnt_next == self.apt_cutoff))
+        # fire = valid & hit & (cnt_next == cutoff), with the count compare from registers only
+        match = Signal()
+        cnt1_eq = Signal()
+        m.d.comb += [
+            match.eq(self.sample == apt_a),
+            cnt1_eq.eq(apt_cnt + 1 == self.apt_cutoff),
+            self.apt_fire.eq(self.valid & Mux(first, self.apt_cutoff == 1, match & cnt1_eq)),
+        ]
 
         # state update
         with m.If(self.valid):
