@@ -43,6 +43,7 @@ class Board:
     pins: dict = field(default_factory=dict)        # role -> [(resource, pmod, "pins", dir)]
     status_led: str = ""
     pmod_names: tuple = ("PMOD0", "PMOD1", "PMOD2")   # silkscreen names of amaranth's ("pmod", n)
+    io_pipeline_clocks: int = 1       # register stages between the gearing and the endpoint
 
     def platform(self):
         if self.name == "icebreaker":
@@ -71,7 +72,7 @@ BOARDS = {
         speed_grade="8", osc_resource="clk100", osc_mhz=100.0,
         samples_per_clock=4, slots_per_clock=4, clock_mhz=156.25, choice_depth_slots=16384,
         record_rows=256, pending_depth=1024, io_attrs=dict(IO_TYPE="LVCMOS33"),
-        pins={"alice": _ALICE_ICE40, "bob": _BOB_ICE40}),
+        pins={"alice": _ALICE_ICE40, "bob": _BOB_ICE40}, io_pipeline_clocks=2),
 }
 
 

@@ -106,14 +106,27 @@ class BoardTop(Elaboratable):
         def gear(cls, res, width):
             return cls(S, width, family=b.family, port=platform.request(res, 0, dir="-"))
 
+        def pipelined(value, name):
+            """``value`` delayed by the board's I/O register stages: the gearing primitives sit
+            in the I/O ring, far from the endpoint logic, so the long route gets a clock of its
+            own (a fixed latency, calibrated out with the delay registers like the gearing's)."""
+            for k in range(b.io_pipeline_clocks):
+                reg = Signal(len(value), name=f"{name}_pipe{k}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
         if self.role == "alice":
             m.submodules.laser = laser = gear(OutputGearing, "qkd_laser", 4)
             m.submodules.sync_out = sync_out = gear(OutputGearing, "qkd_sync_out", 1)
             m.submodules.im = im = gear(OutputGearing, "qkd_im", 2)
-            m.d.comb += [laser.o.eq(core.laser), sync_out.o[0].eq(core.sync)]
             per_slot = S // P
-            for bit in range(2):
-                m.d.comb += im.o[bit].eq(Cat(core.im_code[j // per_slot][bit] for j in range(S)))
+            im_words = Cat(Cat(core.im_code[j // per_slot][bit] for j in range(S)) for bit in range(2))
+            m.d.comb += [
+                laser.o.eq(pipelined(core.laser.as_value(), "laser")),
+                sync_out.o[0].eq(pipelined(core.sync, "sync_out")),
+                im.o.eq(pipelined(im_words, "im")),
+            ]
             m.submodules.qrng = qrng = QRNGSerialInput(len(core.qrng.payload))
             m.submodules.qrng_data = q_data = io.Buffer("i", platform.request("qkd_qrng_data", 0, dir="-"))
             m.submodules.qrng_strobe = q_strobe = io.Buffer("i", platform.request("qkd_qrng_strobe", 0, dir="-"))
@@ -122,7 +135,8 @@ class BoardTop(Elaboratable):
         else:
             m.submodules.det = det = gear(InputGearing, "qkd_det", 4)
             m.submodules.sync_in = sync_in = gear(InputGearing, "qkd_sync_in", 1)
-            m.d.comb += [core.det.eq(det.i), core.sync_in.eq(sync_in.i[0])]
+            m.d.comb += [core.det.eq(pipelined(det.i.as_value(), "det")),
+                         core.sync_in.eq(pipelined(sync_in.i[0], "sync_in"))]
             if b.status_led:
                 m.submodules.led = led = io.Buffer("o", platform.request(b.status_led, 0, dir="-"))
                 m.d.comb += led.o.eq(core.running)

@@ -257,6 +257,10 @@ class HealthTests(wiring.Component):
         apt_a = Signal(SAMPLE_BITS)
         apt_pos = Signal(range(APT_WINDOW))    # samples already in the current window
         apt_cnt = Signal(range(APT_WINDOW + 1))
+        # rct_len + 1 and apt_cnt + 1, kept in registers of their own so that the cutoff
+        # compares are plain equalities of registers (no carry chain before the alarm)
+        rct_len_p1 = Signal(CUTOFF_BITS + 1, init=1)
+        apt_cnt_p1 = Signal(range(APT_WINDOW + 2), init=1)
 
         # state as seen by this clock's sample (restart acts first)
         len_eff = Signal.like(rct_len)
@@ -285,7 +289,7 @@ class HealthTests(wiring.Component):
         fire_if_same = Signal()
         fire_if_new = Signal()
         m.d.comb += [
-            fire_if_same.eq(~saturated & (rct_len + 1 == self.rct_cutoff)),
+            fire_if_same.eq(~saturated & (rct_len_p1 == self.rct_cutoff)),
             fire_if_new.eq(self.rct_cutoff == 1),
             self.rct_fire.eq(self.valid & Mux(same, fire_if_same, fire_if_new)),
         ]
@@ -307,7 +311,7 @@ class HealthTests(wiring.Component):
         cnt1_eq = Signal()
         m.d.comb += [
             match.eq(self.sample == apt_a),
-            cnt1_eq.eq(apt_cnt + 1 == self.apt_cutoff),
+            cnt1_eq.eq(apt_cnt_p1 == self.apt_cutoff),
             self.apt_fire.eq(self.valid & Mux(first, self.apt_cutoff == 1, match & cnt1_eq)),
         ]
 
@@ -316,12 +320,14 @@ class HealthTests(wiring.Component):
             m.d.sync += [
                 rct_last.eq(self.sample),
                 rct_len.eq(len_next),
+                rct_len_p1.eq(len_next + 1),
                 apt_pos.eq(pos_eff + 1),       # wraps to 0 after the 512th sample
                 apt_cnt.eq(cnt_next),
+                apt_cnt_p1.eq(cnt_next + 1),
             ]
             with m.If(first):
                 m.d.sync += apt_a.eq(self.sample)
         with m.Elif(self.restart):
-            m.d.sync += [rct_len.eq(0), apt_pos.eq(0)]
+            m.d.sync += [rct_len.eq(0), rct_len_p1.eq(1), apt_pos.eq(0)]
 
         return m
