@@ -103,10 +103,16 @@ class ChoiceMemory(wiring.Component):
             wr.data.eq(self.symbols),
             wr.en.eq(self.write),
         ]
+        # ok_from = max(0, written_end - D + P), kept in a register of its own so that the
+        # classification below is two compares of q against registers (no adder before them).
+        ok_from = Signal(SLOT_BITS + 1)
+        end_next = Signal(SLOT_BITS + 1)
+        m.d.comb += end_next.eq(self.slot_base + P)
         with m.If(self.clear):
-            m.d.sync += written_end.eq(0)
+            m.d.sync += [written_end.eq(0), ok_from.eq(0)]
         with m.Elif(self.write):
-            m.d.sync += written_end.eq(self.slot_base + P)
+            m.d.sync += [written_end.eq(end_next),
+                         ok_from.eq(Mux(end_next >= D - P, end_next - (D - P), 0))]
 
         q = self.query.payload
         accept = Signal()
@@ -121,7 +127,7 @@ class ChoiceMemory(wiring.Component):
         lane = Signal(range(P)) if P > 1 else None
         with m.If(q >= written_end):
             m.d.comb += status.eq(STATUS_FUTURE)
-        with m.Elif(q + (D - P) >= written_end):      # q >= written_end - D + P, without signs
+        with m.Elif(q >= ok_from):                     # q >= written_end - D + P
             m.d.comb += status.eq(STATUS_OK)
         with m.Else():
             m.d.comb += status.eq(STATUS_LOST)
