@@ -245,14 +245,16 @@ class Xoroshiro128ppLanes(wiring.Component):
     in bits ``[32p, 32p+32)``.
 
     ``words`` is a register holding each lane's current word ``k``. A clock with ``load``
-    makes the next clock show word 0 of the lanes seeded from ``seed`` (``load`` wins over
-    ``advance``); a clock with ``advance`` (and not ``load``) makes the next clock show word
-    ``k+1``. After reset the lanes are as if loaded with seed 0.
+    makes the next clock show word 0 of the lanes seeded from ``seed`` **as it was on the
+    clock before** (``seed`` is registered; ``load`` wins over ``advance``); a clock with
+    ``advance`` (and not ``load``) makes the next clock show word ``k+1``. After reset the
+    lanes are as if loaded with seed 0. (In the endpoints ``seed`` is a register written by
+    the host long before LOAD_SEED.)
 
     Pipeline: the state register runs two steps ahead (``S_{k+2}``) and a middle stage holds
     ``s0 + s1`` and ``s0`` of ``S_{k+1}``, so each stepping path has one 64-bit adder. The
-    load path computes word 0 from ``seed`` directly (two adders in series); ``seed``
-    is a static register in the transmitter, written long before LOAD_SEED.
+    load path has one adder too: ``s0 + s1`` of the seeded ``S_0`` is registered with the
+    seed.
     """
 
     def __init__(self, lanes: int):
@@ -267,6 +269,8 @@ class Xoroshiro128ppLanes(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         words = []
+        seed_r = Signal(64)
+        m.d.sync += seed_r.eq(self.seed)
         for p in range(self.lanes):
             w0, psum0, ps00, st00, st10 = _pipeline_init(0, p)
             word = Signal(32, init=w0, name=f"word{p}")
@@ -277,13 +281,15 @@ class Xoroshiro128ppLanes(wiring.Component):
 
             l0 = Signal(64, name=f"load_s0_{p}")                # S_0 of the new seed
             l1 = Signal(64, name=f"load_s1_{p}")
-            m.d.comb += [l0.eq(self.seed ^ LANE_K0[p]), l1.eq(self.seed ^ LANE_K1[p])]
+            l_sum = Signal(64, name=f"load_sum_{p}")            # s0 + s1 of S_0, registered
+            m.d.comb += [l0.eq(seed_r ^ LANE_K0[p]), l1.eq(seed_r ^ LANE_K1[p])]
+            m.d.sync += l_sum.eq(((self.seed ^ LANE_K0[p]) + (self.seed ^ LANE_K1[p]))[:64])
             a0, a1 = _step_hdl(l0, l1)                              # S_1
             b0, b1 = _step_hdl(a0, a1)                              # S_2
 
             with m.If(self.load):
                 m.d.sync += [
-                    word.eq(((l0 + l1)[:64].rotate_left(17) + l0)[32:64]),
+                    word.eq((l_sum.rotate_left(17) + l0)[32:64]),
                     psum.eq(a0 + a1),
                     ps0.eq(a0),
                     st0.eq(b0),

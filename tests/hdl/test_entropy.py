@@ -158,8 +158,8 @@ def test_xoroshiro_lanes_gateware(lanes):
             got.append(split_lanes(ctx.get(dut.words), lanes))
             want.append(expect(seed, k).tolist())
             await ctx.tick()
-            if load[t]:
-                seed, k = int(seeds[t]), 0
+            if load[t]:                              # the seed presented on the clock before
+                seed, k = int(seeds[t - 1]), 0
             elif advance[t]:
                 k += 1
 
@@ -270,8 +270,8 @@ def test_entropy_source_prng(lanes, rct, apt):
     rng = np.random.default_rng(7 + lanes)
     stim = make_stim(rng, 2500, lanes, p_run=0.7, select_qrng=0,
                      p_valid=0.5, p_clear=0.0 if rct == 8 else 0.004)
-    stim["load_seed"][0] = True                       # load at a stopped clock
-    stim["run"][0] = False
+    stim["load_seed"][1] = True                       # load at a stopped clock (the seed is
+    stim["run"][:2] = False                           # registered: presented since clock 0)
     stim["seed"][:] = 0x1234_5678_9ABC_DEF0
     bench = EntropyBench(EntropySource(lanes), stim, rct, apt).run()
     bench.check_stopped_clocks()
@@ -282,7 +282,7 @@ def test_entropy_source_prng(lanes, rct, apt):
     if rct == 8:
         assert want["ok"].all()
     else:
-        assert want["rct_fire"].sum() > 5 and want["apt_fire"].sum() > 3
+        assert want["rct_fire"].sum() > 5 and want["apt_fire"].sum() >= 3
         assert clear.sum() >= 4 and (~want["ok"]).sum() > 100 and want["ok"].sum() > 100
     # the PRNG holds its word at stopped clocks
     for t in range(1, len(stim["run"])):
