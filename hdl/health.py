@@ -261,6 +261,8 @@ class HealthTests(wiring.Component):
         # compares are plain equalities of registers (no carry chain before the alarm)
         rct_len_p1 = Signal(CUTOFF_BITS + 1, init=1)
         apt_cnt_p1 = Signal(range(APT_WINDOW + 2), init=1)
+        rct_len_p2 = Signal.like(rct_len_p1)
+        m.d.comb += rct_len_p2.eq(rct_len_p1 + 1)
 
         # state as seen by this clock's sample (restart acts first)
         len_eff = Signal.like(rct_len)
@@ -278,12 +280,15 @@ class HealthTests(wiring.Component):
             same.eq((len_eff != 0) & (self.sample == rct_last)),
             saturated.eq(rct_len == _RCT_MAX),
         ]
+        # len_next and len_next + 1 are choices among registered values and constants, so no
+        # adder follows the sample compare
+        len_next_p1 = Signal.like(rct_len_p1)
         with m.If(~same):
-            m.d.comb += len_next.eq(1)
+            m.d.comb += [len_next.eq(1), len_next_p1.eq(2)]
         with m.Elif(saturated):
-            m.d.comb += len_next.eq(_RCT_MAX)
+            m.d.comb += [len_next.eq(_RCT_MAX), len_next_p1.eq(_RCT_MAX + 1)]
         with m.Else():
-            m.d.comb += len_next.eq(rct_len + 1)
+            m.d.comb += [len_next.eq(rct_len_p1), len_next_p1.eq(rct_len_p2)]
         # fire = valid & (len_next == cutoff) & ~(same & saturated), arranged so that only the
         # sample compare and a 2:1 choice lie after the sample (the rest is from registers).
         fire_if_same = Signal()
@@ -302,10 +307,13 @@ class HealthTests(wiring.Component):
             first.eq(pos_eff == 0),
             hit.eq(first | (self.sample == apt_a)),
         ]
+        cnt_next_p1 = Signal.like(apt_cnt_p1)
         with m.If(first):
-            m.d.comb += cnt_next.eq(1)
+            m.d.comb += [cnt_next.eq(1), cnt_next_p1.eq(2)]
+        with m.Elif(self.sample == apt_a):
+            m.d.comb += [cnt_next.eq(apt_cnt_p1), cnt_next_p1.eq(apt_cnt_p1 + 1)]
         with m.Else():
-            m.d.comb += cnt_next.eq(apt_cnt + (self.sample == apt_a))
+            m.d.comb += [cnt_next.eq(apt_cnt), cnt_next_p1.eq(apt_cnt_p1)]
         # fire = valid & hit & (cnt_next == cutoff), with the count compare from registers only
         match = Signal()
         cnt1_eq = Signal()
@@ -320,10 +328,10 @@ class HealthTests(wiring.Component):
             m.d.sync += [
                 rct_last.eq(self.sample),
                 rct_len.eq(len_next),
-                rct_len_p1.eq(len_next + 1),
+                rct_len_p1.eq(len_next_p1),
                 apt_pos.eq(pos_eff + 1),       # wraps to 0 after the 512th sample
                 apt_cnt.eq(cnt_next),
-                apt_cnt_p1.eq(cnt_next + 1),
+                apt_cnt_p1.eq(cnt_next_p1),
             ]
             with m.If(first):
                 m.d.sync += apt_a.eq(self.sample)
