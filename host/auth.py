@@ -19,6 +19,9 @@ Sources
     the field GF(2^128) mod x^128 + x^7 + x^2 + x + 1 and the length block (GHASH).
     V. Shoup, "On fast and provably secure message authentication based on universal hashing",
     CRYPTO '96 -- table-driven multiplication by a fixed field element.
+    S. Gueron, M. E. Kounavis, "Intel Carry-Less Multiplication Instruction and its Usage for
+    Computing the GCM Mode", Intel white paper 323640 (2014) -- PCLMULQDQ and aggregated
+    reduction, used by the native kernel ``host/native/polyhash.cpp``.
 
 Three pieces, all in this module:
 
@@ -33,12 +36,15 @@ Three pieces, all in this module:
 """
 from __future__ import annotations
 
+import ctypes
 import enum
 import hmac
 import logging
 import math
+import os
 import struct
 import threading
+import warnings
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -52,6 +58,7 @@ __all__ = [
     "KeyExhausted", "AuthenticationError", "SessionAborted", "SessionClosed", "Reject",
     "KeyPool", "Draw", "Authenticator",
     "gf128_mul", "poly_hash", "hash_blocks", "epsilon_per_message", "tag_bits_for",
+    "HASH_ENGINES", "native_hash_available",
 ]
 
 log = logging.getLogger(__name__)
@@ -124,20 +131,76 @@ def _tmul(table: tuple[list[int], ...], a: int) -> int:
     return r
 
 
+# -- native kernel (host/native/polyhash.cpp) -----------------------------------------------------
+
+HASH_ENGINES = ("auto", "native", "tables", "horner")
+_NATIVE_ENV = "QKDLINK_AUTH_NATIVE"   # "0": never load the C++ kernel ("auto" = "tables")
+_native_state: dict = {}
+_native_lock = threading.Lock()
+
+
+def _native_lib(flags: tuple[str, ...] | None = None):
+    """The compiled ``polyhash.cpp`` with its signatures, or None (warned once) if it cannot build.
+
+    ``flags`` (tests only) compiles another variant, e.g. without ``-march=native`` to get the
+    portable carry-less multiply; the default build is cached for the process.
+    """
+    key = flags or "default"
+    with _native_lock:
+        if key in _native_state:
+            return _native_state[key]
+        lib = None
+        if flags is not None or os.environ.get(_NATIVE_ENV, "1") != "0":
+            from .native import DEFAULT_FLAGS, NativeBuildError, load
+            try:
+                lib = load("polyhash", flags if flags is not None else DEFAULT_FLAGS)
+            except NativeBuildError as e:
+                warnings.warn(f"authentication hashing falls back to the numpy tables: {e}", RuntimeWarning)
+            if lib is not None:
+                vp, u64 = ctypes.c_void_p, ctypes.c_uint64
+                lib.ph_clmul.argtypes, lib.ph_clmul.restype = [], ctypes.c_int
+                lib.ph_table_words.argtypes, lib.ph_table_words.restype = [], ctypes.c_int
+                lib.ph_init.argtypes, lib.ph_init.restype = [u64, u64, vp], None
+                lib.ph_digest.argtypes, lib.ph_digest.restype = [vp, ctypes.c_int, vp, vp, vp], None
+                lib.ph_digest2.argtypes, lib.ph_digest2.restype = [vp, vp, u64, vp, u64, vp], None
+                if lib.ph_table_words() != _NATIVE_TABLE_WORDS:
+                    warnings.warn("authentication hashing: polyhash.cpp key table size mismatch; using the"
+                                  " numpy tables", RuntimeWarning)
+                    lib = None
+        _native_state[key] = lib
+        return lib
+
+
+_NATIVE_TABLE_WORDS = 16
+
+
+def native_hash_available() -> bool:
+    """True if the C++ polynomial-hash kernel (engine ``"native"``) builds and loads here."""
+    return _native_lib() is not None
+
+
 class _PolyHash:
     """h_k(S) = sum_i B_i k^(n+2-i) + len(S) k over GF(2^128): S zero-padded to n 16-byte blocks B_i
     (big-endian), then a length block holding the bit length of S (as GHASH).
 
-    Short inputs run Horner's rule with Shoup tables for k (about 1 us per block). Long inputs
-    are cut in chunks of
-    ``CHUNK_BLOCKS`` blocks; the hash of a chunk is GF(2)-linear in its bytes, so it is one table
-    lookup per byte (tables indexed by the public message bytes, contents derived from k) and an
-    XOR reduction, vectorised in numpy; the chunk hashes are then combined by Horner's rule in
-    K = k^CHUNK_BLOCKS. Both paths compute the same polynomial (checked in the tests).
+    Engines (all compute the same polynomial, checked bit for bit in the tests):
 
-    The chunk tables (2 MiB, ~4 ms to build) are built once the key has hashed a long input
-    (``vector_min_blocks``) or enough short ones (``_BUILD_AFTER_BLOCKS`` in total); from then on
-    every input of ``_VECTOR_FROM_BLOCKS`` blocks or more takes the vectorised path.
+    * ``"native"``: ``host/native/polyhash.cpp``, Horner's rule aggregated over 8 blocks with
+      PCLMULQDQ carry-less multiplication and one reduction per 8 blocks (Gueron-Kounavis, Intel
+      white paper 323640); a portable C fallback when the CPU has no carry-less multiply.
+      The parts are hashed in place, no concatenation.
+    * ``"tables"`` (numpy, when the kernel cannot build): short inputs run Horner's rule with
+      Shoup tables for k (about 1 us per block). Long inputs are cut in chunks of ``CHUNK_BLOCKS``
+      blocks; the hash of a chunk is GF(2)-linear in its bytes, so it is one table lookup per
+      byte (tables indexed by the public message bytes, contents derived from k) and an XOR
+      reduction, vectorised in numpy; the chunk hashes are then combined by Horner's rule in
+      K = k^CHUNK_BLOCKS. The chunk tables (2 MiB, ~4 ms to build) are built once the key has
+      hashed a long input (``vector_min_blocks``) or enough short ones (``_BUILD_AFTER_BLOCKS``
+      in total); from then on every input of ``_VECTOR_FROM_BLOCKS`` blocks or more takes the
+      vectorised path. ``vector_min_blocks=None``: Horner only.
+    * ``"horner"``: Horner's rule with Shoup tables only (the reference and benchmark baseline).
+    * ``"auto"`` (default): ``"native"`` if the kernel is available (see ``QKDLINK_AUTH_NATIVE``),
+      else ``"tables"``.
     """
 
     CHUNK_BLOCKS = 32
@@ -145,20 +208,38 @@ class _PolyHash:
     _VECTOR_FROM_BLOCKS = 12
     _BUILD_AFTER_BLOCKS = 8192
 
-    def __init__(self, key: int, vector_min_blocks: int | None = 512):
-        if not 0 <= key <= _MASK128:
+    def __init__(self, key: int, vector_min_blocks: int | None = 512, *, engine: str = "auto"):
+        if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key <= _MASK128:
             raise ValueError("hash key must be an int in [0, 2^128)")
+        if engine not in HASH_ENGINES:
+            raise ValueError(f"engine = {engine!r}: must be one of {', '.join(HASH_ENGINES)}")
+        lib = _native_lib() if engine in ("auto", "native") else None
+        if engine == "native" and lib is None:
+            raise RuntimeError("engine = 'native': the polyhash C++ kernel is not available "
+                               f"(build failed, or {_NATIVE_ENV}=0)")
         self._k = key
-        self._tk = _mul_table(key)
-        self.vector_min_blocks = vector_min_blocks
+        self._tk = _mul_table(key) if lib is None else ()   # Shoup tables: the Python engines only
+        self.vector_min_blocks = None if engine == "horner" else vector_min_blocks
         self._horner_blocks = 0
         self._vec = None  # (table_hi, table_lo, base, tK)
+        self._lib = lib
+        self._ktab = self._ktab_ptr = None
+        if lib is not None:
+            self._ktab = np.zeros(_NATIVE_TABLE_WORDS, dtype=np.uint64)
+            self._ktab_ptr = self._ktab.ctypes.data
+            lib.ph_init(key & _MASK64, key >> 64, self._ktab_ptr)
+        self.engine = "native" if lib is not None else ("horner" if self.vector_min_blocks is None else "tables")
 
     def wipe(self) -> None:
         if self._vec is not None:
             self._vec[0].fill(0)
             self._vec[1].fill(0)
         self._vec = None
+        if self._ktab is not None:
+            self._ktab.fill(0)
+        self._ktab = None
+        self._lib = None
+        self._ktab_ptr = None
         self._tk = ()
         self._k = 0
 
@@ -190,7 +271,9 @@ class _PolyHash:
         self._vec = (t_hi.ravel(), t_lo.ravel(), base, _mul_table(powers[C]))
 
     def digest(self, parts: Iterable[bytes]) -> int:
-        """The 128-bit hash of the concatenation of ``parts``."""
+        """The 128-bit hash of the concatenation of ``parts`` (bytes-like objects)."""
+        if self._lib is not None:
+            return self._native(parts)
         parts = [memoryview(p).cast("B") for p in parts]
         n_bytes = sum(len(p) for p in parts)
         n_blocks = -(-n_bytes // 16)
@@ -204,6 +287,41 @@ class _PolyHash:
             self._horner_blocks += n_blocks
             acc = self._horner(b"".join(parts), n_bytes)
         return _tmul(self._tk, acc ^ (8 * n_bytes))
+
+    def _native(self, parts) -> int:
+        ptrs, lens, keep = [], [], []
+        for p in parts:
+            if isinstance(p, bytes):
+                ptrs.append(p)                         # ctypes passes a pointer to the bytes' buffer
+                lens.append(len(p))
+                keep.append(p)
+                continue
+            m = memoryview(p)
+            if not m.contiguous:
+                raise ValueError("hash input parts must be contiguous buffers")
+            n = m.nbytes
+            if n == 0:
+                continue
+            if m.readonly:
+                a = np.frombuffer(m, dtype=np.uint8)   # no copy
+                keep.append(a)
+                ptrs.append(a.ctypes.data)
+            else:
+                c = ctypes.c_char.from_buffer(m)       # no copy
+                keep.append(c)
+                ptrs.append(ctypes.addressof(c))
+            lens.append(n)
+        out = (ctypes.c_uint64 * 2)()
+        if len(ptrs) <= 2:
+            ptrs += [None] * (2 - len(ptrs))
+            lens += [0] * (2 - len(lens))
+            self._lib.ph_digest2(self._ktab_ptr, ptrs[0], lens[0], ptrs[1], lens[1], out)
+        else:
+            n = len(ptrs)
+            ptrs = [ctypes.cast(q, ctypes.c_void_p).value if isinstance(q, bytes) else q for q in ptrs]
+            self._lib.ph_digest(self._ktab_ptr, n, (ctypes.c_void_p * n)(*ptrs), (ctypes.c_uint64 * n)(*lens), out)
+        del keep
+        return (out[1] << 64) | out[0]
 
     def _horner(self, data: bytes, n_bytes: int) -> int:
         tk = self._tk

@@ -106,6 +106,19 @@ class MessageError(ValueError):
 
 # ----------------------------------------------------------------------------------------------
 # Message codec: a small tagged binary format (dicts, lists, ints, floats, str, bytes, numpy arrays).
+#
+# Wire format (after the 3-byte magic), one value:
+#   N | T | F                     None, True, False
+#   i <i64>                       int in [-2^63, 2^63)
+#   I <u32 n> <n bytes>           other ints, big-endian two's complement
+#   f <f64>                       float
+#   s <u32 n> <n bytes UTF-8>     str
+#   b <u32 n> <n bytes>           bytes
+#   a <dtype code> <u8 ndim> <i64 shape>*ndim <data, little-endian, C order>   numpy array
+#   l <u32 n> <value>*n           list (tuples encode as lists)
+#   d <u32 n> (<u32 len> <key UTF-8> <value>)*n   dict with str keys, in insertion order
+# Numbers in headers are big-endian. Arrays are copied as one buffer each way (no per-element
+# Python work); the codec is table-dispatched on the Python type / the tag byte.
 
 _MAGIC = b"QD\x01"
 _DTYPES = {"B": np.uint8, "?": np.bool_, "i": np.int32, "I": np.uint32, "q": np.int64, "Q": np.uint64,
@@ -114,137 +127,288 @@ _DTYPE_CODE = {np.dtype(v): k for k, v in _DTYPES.items()}
 _U32 = struct.Struct(">I")
 _I64 = struct.Struct(">q")
 _F64 = struct.Struct(">d")
+_TAG_I64 = struct.Struct(">cq")
+_TAG_F64 = struct.Struct(">cd")
+_TAG_U32 = struct.Struct(">cI")
 _MAX_DEPTH = 16
+_MAX_NDIM = 8
+_SHAPE = [struct.Struct(f">{n}q") for n in range(_MAX_NDIM + 1)]
+# dtype -> (array header prefix "a" + code, the little-endian wire dtype)
+_ARR_ENC = {dt: (b"a" + code.encode(), np.dtype(_DTYPES[code]).newbyteorder("<")) for dt, code in _DTYPE_CODE.items()}
+# code byte -> (wire dtype, in-memory dtype)
+_ARR_DEC = {ord(code): (np.dtype(t).newbyteorder("<"), np.dtype(t)) for code, t in _DTYPES.items()}
 
 
-def _enc(v, out: bytearray, depth: int) -> None:
-    if depth > _MAX_DEPTH:
+def _enc_none(v, out, depth):
+    out.append(b"N")
+
+
+def _enc_bool(v, out, depth):
+    out.append(b"T" if v else b"F")
+
+
+def _enc_int(v, out, depth):
+    v = int(v)
+    if -(1 << 63) <= v < (1 << 63):
+        out.append(_TAG_I64.pack(b"i", v))
+    else:
+        raw = v.to_bytes((v.bit_length() + 8) // 8, "big", signed=True)
+        out.append(_TAG_U32.pack(b"I", len(raw)))
+        out.append(raw)
+
+
+def _enc_float(v, out, depth):
+    out.append(_TAG_F64.pack(b"f", float(v)))
+
+
+def _enc_str(v, out, depth):
+    raw = v.encode()
+    out.append(_TAG_U32.pack(b"s", len(raw)))
+    out.append(raw)
+
+
+def _enc_bytes(v, out, depth):
+    raw = bytes(v)
+    out.append(_TAG_U32.pack(b"b", len(raw)))
+    out.append(raw)
+
+
+def _enc_array(v, out, depth):
+    try:
+        head, wire = _ARR_ENC[v.dtype]
+    except KeyError:
+        raise MessageError(f"array dtype {v.dtype} cannot be sent") from None
+    if v.ndim > _MAX_NDIM:
+        raise MessageError(f"array with more than {_MAX_NDIM} dimensions")
+    out.append(head + bytes((v.ndim,)) + _SHAPE[v.ndim].pack(*v.shape))
+    if v.dtype != wire or not v.flags.c_contiguous:
+        v = np.ascontiguousarray(v, dtype=wire)
+    out.append(v.tobytes())
+
+
+def _enc_list(v, out, depth):
+    if depth >= _MAX_DEPTH and len(v):
         raise MessageError("message nested too deeply")
+    out.append(_TAG_U32.pack(b"l", len(v)))
+    depth += 1
+    for x in v:
+        _ENC.get(type(x), _enc_other)(x, out, depth)
+
+
+def _enc_dict(v, out, depth):
+    if depth >= _MAX_DEPTH and len(v):
+        raise MessageError("message nested too deeply")
+    out.append(_TAG_U32.pack(b"d", len(v)))
+    depth += 1
+    pack = _U32.pack
+    for k, x in v.items():
+        if type(k) is not str and not isinstance(k, str):
+            raise MessageError(f"dict key {k!r} is not a string")
+        raw = k.encode()
+        out.append(pack(len(raw)) + raw)
+        _ENC.get(type(x), _enc_other)(x, out, depth)
+
+
+def _enc_other(v, out, depth):
+    """Subclasses and numpy scalars: the first matching rule, in the order of the format."""
     if v is None:
-        out += b"N"
+        f = _enc_none
     elif v is True or v is False or isinstance(v, np.bool_):
-        out += b"T" if v else b"F"
+        f = _enc_bool
     elif isinstance(v, (int, np.integer)):
-        v = int(v)
-        if -(1 << 63) <= v < (1 << 63):
-            out += b"i" + _I64.pack(v)
-        else:
-            raw = v.to_bytes((v.bit_length() + 8) // 8, "big", signed=True)
-            out += b"I" + _U32.pack(len(raw)) + raw
+        f = _enc_int
     elif isinstance(v, (float, np.floating)):
-        out += b"f" + _F64.pack(float(v))
+        f = _enc_float
     elif isinstance(v, str):
-        raw = v.encode()
-        out += b"s" + _U32.pack(len(raw)) + raw
+        f = _enc_str
     elif isinstance(v, (bytes, bytearray, memoryview)):
-        raw = bytes(v)
-        out += b"b" + _U32.pack(len(raw)) + raw
+        f = _enc_bytes
     elif isinstance(v, np.ndarray):
-        code = _DTYPE_CODE.get(v.dtype)
-        if code is None:
-            raise MessageError(f"array dtype {v.dtype} cannot be sent")
-        if v.ndim > 8:
-            raise MessageError("array with more than 8 dimensions")
-        out += b"a" + code.encode() + bytes([v.ndim]) + b"".join(_I64.pack(s) for s in v.shape)
-        out += np.ascontiguousarray(v, dtype=np.dtype(_DTYPES[code]).newbyteorder("<")).tobytes()
+        f = _enc_array
     elif isinstance(v, (list, tuple)):
-        out += b"l" + _U32.pack(len(v))
-        for x in v:
-            _enc(x, out, depth + 1)
+        f = _enc_list
     elif isinstance(v, dict):
-        out += b"d" + _U32.pack(len(v))
-        for k, x in v.items():
-            if not isinstance(k, str):
-                raise MessageError(f"dict key {k!r} is not a string")
-            raw = k.encode()
-            out += _U32.pack(len(raw)) + raw
-            _enc(x, out, depth + 1)
+        f = _enc_dict
     else:
         raise MessageError(f"cannot encode a {type(v).__name__}")
+    f(v, out, depth)
+
+
+_ENC = {type(None): _enc_none, bool: _enc_bool, np.bool_: _enc_bool, int: _enc_int, float: _enc_float,
+        str: _enc_str, bytes: _enc_bytes, bytearray: _enc_bytes, memoryview: _enc_bytes,
+        np.ndarray: _enc_array, list: _enc_list, tuple: _enc_list, dict: _enc_dict}
+_ENC.update({t: _enc_int for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+                                   np.uint64)})
+_ENC.update({t: _enc_float for t in (np.float16, np.float32, np.float64)})
 
 
 def encode_message(obj) -> bytes:
     """Bytes of a message (dict/list/int/float/str/bytes/numpy array/None/bool, nested)."""
-    out = bytearray(_MAGIC)
-    _enc(obj, out, 0)
-    return bytes(out)
+    out = [_MAGIC]
+    _ENC.get(type(obj), _enc_other)(obj, out, 0)
+    return b"".join(out)
 
 
-class _Reader:
-    def __init__(self, data: bytes):
-        self.d = memoryview(data)
-        self.at = 0
-
-    def take(self, n: int) -> memoryview:
-        if n < 0 or self.at + n > len(self.d):
-            raise MessageError(f"message truncated at byte {self.at} (needs {n} more)")
-        v = self.d[self.at:self.at + n]
-        self.at += n
-        return v
-
-    def u32(self) -> int:
-        return _U32.unpack(self.take(4))[0]
+def _truncated(at: int, n: int):
+    raise MessageError(f"message truncated at byte {at} (needs {n} more)")
 
 
-def _dec(r: _Reader, depth: int):
-    if depth > _MAX_DEPTH:
+def _dec_none(d, at, depth):
+    return None, at
+
+
+def _dec_true(d, at, depth):
+    return True, at
+
+
+def _dec_false(d, at, depth):
+    return False, at
+
+
+def _dec_int(d, at, depth):
+    if at + 8 > len(d):
+        _truncated(at, 8)
+    return _I64.unpack_from(d, at)[0], at + 8
+
+
+def _dec_bigint(d, at, depth):
+    n, at = _dec_len(d, at)
+    return int.from_bytes(d[at:at + n], "big", signed=True), at + n
+
+
+def _dec_float(d, at, depth):
+    if at + 8 > len(d):
+        _truncated(at, 8)
+    return _F64.unpack_from(d, at)[0], at + 8
+
+
+def _dec_len(d, at):
+    """A u32 length and the bytes it announces must be there: (n, offset after the length)."""
+    if at + 4 > len(d):
+        _truncated(at, 4)
+    n = _U32.unpack_from(d, at)[0]
+    at += 4
+    if at + n > len(d):
+        _truncated(at, n)
+    return n, at
+
+
+def _dec_str(d, at, depth):
+    n, at = _dec_len(d, at)
+    try:
+        return d[at:at + n].decode(), at + n
+    except UnicodeDecodeError:
+        raise MessageError("string is not UTF-8") from None
+
+
+def _dec_bytes(d, at, depth):
+    n, at = _dec_len(d, at)
+    return d[at:at + n], at + n
+
+
+def _dec_array(d, at, depth):
+    if at + 2 > len(d):
+        _truncated(at, 2)
+    try:
+        wire, native = _ARR_DEC[d[at]]
+    except KeyError:
+        raise MessageError(f"unknown array dtype code {chr(d[at])!r}") from None
+    ndim = d[at + 1]
+    if ndim > _MAX_NDIM:
+        raise MessageError(f"array with more than {_MAX_NDIM} dimensions")
+    at += 2
+    if at + 8 * ndim > len(d):
+        _truncated(at, 8 * ndim)
+    shape = _SHAPE[ndim].unpack_from(d, at)
+    at += 8 * ndim
+    if any(s < 0 for s in shape):
+        raise MessageError(f"negative array shape {shape}")
+    count = math.prod(shape)
+    n = count * wire.itemsize
+    if at + n > len(d):
+        _truncated(at, n)
+    try:
+        if count == 0:
+            return np.empty(0, native).reshape(shape), at
+        a = np.frombuffer(d, dtype=wire, count=count, offset=at).astype(native)   # a writable copy
+        return (a if ndim == 1 else a.reshape(shape)), at + n
+    except ValueError as e:
+        raise MessageError(f"array of shape {shape}: {e}") from None
+
+
+def _dec_list(d, at, depth):
+    if at + 4 > len(d):
+        _truncated(at, 4)
+    n = _U32.unpack_from(d, at)[0]
+    at += 4
+    if depth >= _MAX_DEPTH and n:
         raise MessageError("message nested too deeply")
-    t = bytes(r.take(1))
-    if t == b"N":
-        return None
-    if t == b"T":
-        return True
-    if t == b"F":
-        return False
-    if t == b"i":
-        return _I64.unpack(r.take(8))[0]
-    if t == b"I":
-        return int.from_bytes(r.take(r.u32()), "big", signed=True)
-    if t == b"f":
-        return _F64.unpack(r.take(8))[0]
-    if t == b"s":
+    depth += 1
+    out = []
+    for _ in range(n):
+        if at >= len(d):
+            _truncated(at, 1)
+        f = _DEC.get(d[at])
+        if f is None:
+            _unknown_tag(d, at)
+        v, at = f(d, at + 1, depth)
+        out.append(v)
+    return out, at
+
+
+def _dec_dict(d, at, depth):
+    if at + 4 > len(d):
+        _truncated(at, 4)
+    n = _U32.unpack_from(d, at)[0]
+    at += 4
+    if depth >= _MAX_DEPTH and n:
+        raise MessageError("message nested too deeply")
+    depth += 1
+    out = {}
+    size = len(d)
+    unpack = _U32.unpack_from
+    for _ in range(n):
+        if at + 4 > size:
+            _truncated(at, 4)
+        m = unpack(d, at)[0]
+        at += 4
+        end = at + m
+        if end >= size:                               # the key and at least the value's tag
+            _truncated(at, m + 1)
         try:
-            return bytes(r.take(r.u32())).decode()
+            k = d[at:end].decode()
         except UnicodeDecodeError:
-            raise MessageError("string is not UTF-8") from None
-    if t == b"b":
-        return bytes(r.take(r.u32()))
-    if t == b"a":
-        code = bytes(r.take(1)).decode(errors="replace")
-        if code not in _DTYPES:
-            raise MessageError(f"unknown array dtype code {code!r}")
-        ndim = r.take(1)[0]
-        if ndim > 8:
-            raise MessageError("array with more than 8 dimensions")
-        shape = tuple(_I64.unpack(r.take(8))[0] for _ in range(ndim))
-        if any(s < 0 for s in shape):
-            raise MessageError(f"negative array shape {shape}")
-        dt = np.dtype(_DTYPES[code]).newbyteorder("<")
-        n = math.prod(shape) * dt.itemsize
-        return np.frombuffer(bytes(r.take(n)), dtype=dt).astype(_DTYPES[code]).reshape(shape)
-    if t == b"l":
-        return [_dec(r, depth + 1) for _ in range(r.u32())]
-    if t == b"d":
-        out = {}
-        for _ in range(r.u32()):
-            try:
-                k = bytes(r.take(r.u32())).decode()
-            except UnicodeDecodeError:
-                raise MessageError("dict key is not UTF-8") from None
-            out[k] = _dec(r, depth + 1)
-        return out
-    raise MessageError(f"unknown type tag {t!r} at byte {r.at - 1}")
+            raise MessageError("dict key is not UTF-8") from None
+        at = end
+        f = _DEC.get(d[at])
+        if f is None:
+            _unknown_tag(d, at)
+        out[k], at = f(d, at + 1, depth)
+    return out, at
+
+
+def _unknown_tag(d, at):
+    raise MessageError(f"unknown type tag {d[at:at + 1]!r} at byte {at}")
+
+
+_DEC = {ord("N"): _dec_none, ord("T"): _dec_true, ord("F"): _dec_false, ord("i"): _dec_int,
+        ord("I"): _dec_bigint, ord("f"): _dec_float, ord("s"): _dec_str, ord("b"): _dec_bytes,
+        ord("a"): _dec_array, ord("l"): _dec_list, ord("d"): _dec_dict}
 
 
 def decode_message(data: bytes):
     """Inverse of :func:`encode_message`; :class:`MessageError` if the bytes are not one message."""
-    if bytes(data[:3]) != _MAGIC:
+    d = data if type(data) is bytes else bytes(data)
+    if d[:3] != _MAGIC:
         raise MessageError("not a qkdlink-distill message (bad magic or version)")
-    r = _Reader(bytes(data))
-    r.at = 3
-    v = _dec(r, 0)
-    if r.at != len(r.d):
-        raise MessageError(f"{len(r.d) - r.at} trailing bytes after the message")
+    if len(d) < 4:
+        _truncated(3, 1)
+    f = _DEC.get(d[3])
+    if f is None:
+        _unknown_tag(d, 3)
+    v, at = f(d, 4, 0)
+    if at != len(d):
+        raise MessageError(f"{len(d) - at} trailing bytes after the message")
     return v
 
 
@@ -490,13 +654,12 @@ def _check_rows(name: str, rows) -> np.ndarray:
         raise DistillInputError(f"{name}: rows must be integers, got dtype {a.dtype}")
     if a.dtype.kind == "i" and a.size and a.min() < 0:
         raise DistillInputError(f"{name}: negative slot or key byte")
-    a = a.astype(np.uint64)
+    a = a.astype(np.uint64, copy=False)          # read only from here on (the ends never write rows)
     if a.shape[0] == 0:
         raise DistillInputError(f"{name}: no sifted rows (empty block): nothing to distill")
     kb = a[:, 1]
-    bad = np.flatnonzero((kb > 0x0F) | ((kb >> np.uint64(2)) == 3))
-    if bad.size:
-        i = int(bad[0])
+    if kb.max() >= 12:                           # above 0x0F, or intensity (kb >> 2) = 3
+        i = int(np.flatnonzero(kb >= 12)[0])
         raise DistillInputError(f"{name}[{i}]: key byte {int(kb[i])} is not bit | basis << 1 | intensity << 2 "
                                 "with intensity 0..2")
     if a.shape[0] > 1 and not (a[1:, 0] > a[:-1, 0]).all():
@@ -554,7 +717,7 @@ def _sifted_digest(rows: np.ndarray) -> str:
     pub = np.empty((rows.shape[0], 2), ">u8")
     pub[:, 0] = rows[:, 0]
     pub[:, 1] = rows[:, 1] & np.uint64(0x0E)
-    return hashlib.sha256(pub.tobytes()).hexdigest()
+    return hashlib.sha256(pub).hexdigest()
 
 
 def _params_digest(cfg, options: DistillOptions, block_bits: int) -> str:
@@ -617,11 +780,17 @@ class _End:
                         "codec_s": 0.0}
         self.key_bits = None                      # working key (wiped on abort)
         self.final = None
-        basis = (rows[:, 1] >> np.uint64(1)) & np.uint64(1)
-        self.z_idx = np.flatnonzero(basis == 0)
-        self.x_idx = np.flatnonzero(basis == 1)
-        self.intensity = ((rows[:, 1] >> np.uint64(2)) & np.uint64(3)).astype(np.int64)
-        self.bits = (rows[:, 1] & np.uint64(1)).astype(np.uint8)
+        code = (rows[:, 1] & np.uint64(0x0F)).astype(np.uint8)   # bit | basis << 1 | intensity << 2
+        self.bits = code & np.uint8(1)
+        public = code >> np.uint8(1)                               # basis | intensity << 1
+        code.fill(0)
+        del code
+        is_x = (public & np.uint8(1)).view(np.bool_)               # bool masks: nonzero is fastest on them
+        self.z_idx = np.flatnonzero(~is_x)
+        self.x_idx = np.flatnonzero(is_x)
+        self.intensity = public >> np.uint8(1)
+        # sifted rows per (intensity, basis): index basis + 2 intensity
+        self._class_counts = np.bincount(public, minlength=8)[:6].reshape(3, 2)
         self.ledger = None
         self.estimate = None
 
@@ -748,8 +917,7 @@ class _End:
 
     # -- shared computations
     def counts(self, m_test) -> est_mod.ObservedCounts:
-        n_key = np.bincount(self.intensity[self.z_idx], minlength=3)[:3]
-        n_test = np.bincount(self.intensity[self.x_idx], minlength=3)[:3]
+        n_key, n_test = self._class_counts[:, 0], self._class_counts[:, 1]
         return est_mod.ObservedCounts(n_pulses=self.n_pulses, n_key=tuple(int(x) for x in n_key),
                                       n_test=tuple(int(x) for x in n_test), m_test=tuple(int(x) for x in m_test))
 
@@ -1215,7 +1383,7 @@ def distill(alice_rows, bob_rows, report_or_pulses, cfg, *, preshared_key: bytes
             last = n_pulses if i == len(blocks) - 1 else int(a[e, 0])
             first_b = 0 if i == 0 else int(b[sb, 0])
             last_b = n_pulses if i == len(blocks) - 1 else int(b[eb, 0])
-            if int((a[s:e, 1] >> np.uint64(1) & np.uint64(1) == 0).sum()) > MAX_BLOCK_KEY_BITS:
+            if int(np.count_nonzero((a[s:e, 1] & np.uint64(2)) == 0)) > MAX_BLOCK_KEY_BITS:
                 raise DistillInputError(f"block {i} has more than {MAX_BLOCK_KEY_BITS} key bits; lower "
                                         "postprocessing.block_bits")
             channel = Channel(adversary)

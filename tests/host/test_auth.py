@@ -148,8 +148,8 @@ def test_vectorised_and_horner_paths_agree(n):
     rng = np.random.default_rng(n)
     key = int.from_bytes(rng.bytes(16), "big")
     data = rng.bytes(n)
-    horner = auth._PolyHash(key, vector_min_blocks=None)
-    vector = auth._PolyHash(key, vector_min_blocks=0)
+    horner = auth._PolyHash(key, engine="horner")
+    vector = auth._PolyHash(key, vector_min_blocks=0, engine="tables")
     h = horner.digest([data])
     assert vector.digest([data]) == h
     assert vector.digest([data[:7], data[7:]]) == h             # header and payload hashed in place
@@ -163,6 +163,106 @@ def test_hash_distinguishes_zero_padding_and_length():
     m = b"\x01" * 16
     digests = {poly_hash(key, x) for x in (m, m + b"\0", b"\0" * 16 + m, m[:15], b"")}
     assert len(digests) == 5
+
+
+def ref_horner(key, data):
+    """Horner's rule block by block with the bitwise reference multiply (fast enough for KiB)."""
+    padded = data + b"\0" * (-len(data) % 16)
+    acc = 0
+    for i in range(0, len(padded), 16):
+        acc = ref_mul(acc ^ int.from_bytes(padded[i:i + 16], "big"), key)
+    return ref_mul(acc ^ (8 * len(data)), key)
+
+
+def _native_variants():
+    """The default build (PCLMULQDQ where the CPU has it) and the portable C build."""
+    from qkdlink.host.native import DEFAULT_FLAGS
+    libs = {"default": auth._native_lib(),
+            "portable": auth._native_lib(tuple(f for f in DEFAULT_FLAGS if not f.startswith("-march")))}
+    # g++ is part of the fresh-machine contract: the kernel must build, not be skipped
+    assert libs["default"] is not None and libs["portable"] is not None
+    assert libs["portable"].ph_clmul() == 0
+    return libs
+
+
+def _native_hasher(lib, key):
+    h = auth._PolyHash(key, engine="horner")          # then switched to the given kernel build
+    h._lib, h._ktab = lib, np.zeros(auth._NATIVE_TABLE_WORDS, dtype=np.uint64)
+    h._ktab_ptr = h._ktab.ctypes.data
+    lib.ph_init(key & (2**64 - 1), key >> 64, h._ktab_ptr)
+    return h
+
+
+@pytest.mark.parametrize("variant", ["default", "portable"])
+def test_native_kernel_is_bit_exact_with_the_reference(variant):
+    lib = _native_variants()[variant]
+    rng = random.Random(21)
+    keys = [0, 1, 2, 1 << 127, (1 << 128) - 1, 0x87] + [rng.getrandbits(128) for _ in range(4)]
+    lengths = [0, 1, 15, 16, 17, 31, 32, 33, 127, 128, 129, 143, 144, 145, 255, 256, 257, 1000]
+    for key in keys:
+        h = _native_hasher(lib, key)
+        for n in lengths + [rng.randrange(2, 700) for _ in range(3)]:
+            data = bytes(rng.getrandbits(8) for _ in range(n))
+            want = ref_horner(key, data)
+            if n <= 33:
+                assert want == ref_hash(key, data)
+            assert h.digest([data]) == want, (variant, hex(key), n)
+            cut = rng.randrange(n + 1)                   # parts of any type and length, hashed in place
+            assert h.digest([data[:cut], bytearray(data[cut:])]) == want
+            assert h.digest([memoryview(data)[:cut], b"", data[cut:cut + 5], memoryview(bytearray(data[cut + 5:]))]) \
+                == want
+
+
+def test_native_kernel_agrees_with_the_tables_on_large_inputs():
+    libs = _native_variants()
+    rng = np.random.default_rng(22)
+    for n in (4096 * 16 + 3, (1 << 20) + 9):
+        key = int.from_bytes(rng.bytes(16), "big")
+        data = rng.bytes(n)
+        want = auth._PolyHash(key, vector_min_blocks=0, engine="tables").digest([data])
+        assert _native_hasher(libs["default"], key).digest([data]) == want
+        assert _native_hasher(libs["default"], key).digest([data[:44], data[44:]]) == want
+        if n < 100_000:                                  # the portable multiply is slow
+            assert _native_hasher(libs["portable"], key).digest([data]) == want
+
+
+def test_hash_engine_selection_and_fallback(monkeypatch):
+    key = random.Random(23).getrandbits(128)
+    data = bytes(range(256)) * 5
+    with pytest.raises(ValueError, match="engine"):
+        auth._PolyHash(key, engine="fast")
+    with pytest.raises(ValueError, match="hash key"):
+        auth._PolyHash(1 << 128)
+    want = ref_horner(key, data)
+    for engine in ("horner", "tables"):
+        assert auth._PolyHash(key, vector_min_blocks=0, engine=engine).digest([data]) == want
+    monkeypatch.setenv("QKDLINK_AUTH_NATIVE", "0")     # kernel switched off: "auto" uses the tables
+    monkeypatch.setattr(auth, "_native_state", {})
+    assert not auth.native_hash_available()
+    h = auth._PolyHash(key)
+    assert h.engine == "tables" and h.digest([data]) == want
+    with pytest.raises(RuntimeError, match="QKDLINK_AUTH_NATIVE"):
+        auth._PolyHash(key, engine="native")
+
+
+def test_ends_with_different_hash_engines_interoperate(monkeypatch):
+    """Alice's pool hashes with the kernel, Bob's with the numpy tables: every frame verifies."""
+    _native_variants()
+    key = preshared(1 << 14, seed=24)
+    pa = KeyPool(key)
+    monkeypatch.setattr(auth, "_native_state", {"default": None})
+    pb = KeyPool(key)
+    assert pa._streams[ALICE_TO_BOB].hasher.engine == "native"
+    assert pb._streams[ALICE_TO_BOB].hasher.engine == "tables"
+    a, b = session(pa, pb)
+    rng = np.random.default_rng(24)
+    for n in (0, 5, 16, 300, 70_000):
+        payload = rng.bytes(n)
+        assert b.open(a.seal(payload)) == payload
+        assert a.open(b.seal(payload)) == payload
+    frame = bytearray(a.seal(b"x" * 100))
+    frame[50] ^= 1
+    assert rejected(b, bytes(frame)) == Reject.BAD_TAG
 
 
 # -- parameters ------------------------------------------------------------------------------------

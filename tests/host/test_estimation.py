@@ -348,6 +348,30 @@ def test_qber_upper_bound_properties():
         E.qber_upper_bound(1, 10, 100, 0.0)
 
 
+def test_qber_upper_bound_search_finds_the_bisection_k():
+    """The multi-point search returns exactly the K of a plain bisection on the same tail."""
+    from scipy.stats import hypergeom
+
+    def bisection(e, k, n, eps):
+        lo, hi = e, e + n - k
+        if hypergeom.cdf(e, n, hi, k) > eps:
+            return 1.0
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if hypergeom.cdf(e, n, mid, k) > eps else (lo, mid)
+        return (lo - e) / (n - k)
+
+    rng = np.random.default_rng(41)
+    cases = [(0, 1, 3, 1e-9), (150, 9000, 900_000, 1e-6), (1000, 50_000, 5 * 10**7, 1e-10)]
+    for _ in range(40):
+        n = int(rng.choice([5, 100, 10_000, 10**6]) * rng.uniform(1, 3))
+        k = int(rng.integers(1, n))
+        e = int(rng.binomial(k, rng.choice([0.0, 0.01, 0.05, 0.3])))
+        cases.append((e, k, n, float(10 ** rng.uniform(-15, -1))))
+    for c in cases:
+        assert E.qber_upper_bound(*c) == bisection(*c), c
+
+
 def test_qber_upper_bound_coverage():
     """A fixed error pattern, many random samples: the bound on the unsampled bits fails in at
     most about eps of the trials (eps = 0.05 here so failures are visible); Serfling's closed
