@@ -67,15 +67,19 @@ Two engines, one protocol (``engine=`` of :class:`Cascade` and :class:`CascadeAl
 ``"numpy"`` is the reference described above; ``"native"`` (the default where it applies,
 through ``"auto"``) is the C++ kernel ``host/native/cascade.cpp``, which runs the same rounds
 with other data structures: per block a heap-indexed tree of the known nodes (bit 0 the
-mismatch of a leaf, bit 1 "split"), Bob's top-level parities computed when a pass starts
-(AND + popcount on the packed key with packed block masks for passes of at most 8 blocks, one
-XOR per bit through the inverse permutation otherwise), range parities gathered on the
-packed key through the permutation, and the frames of a batch split over two threads, each
-with its own state; the requests of a round are merged back into the reference order. Both
-engines send message for message the same queries (tests check this), so every number above
-holds for both; Python keeps only the round trip (Bob prepares a round, ``ask_alice``
-answers, Bob finishes it), so the exchange stays interactive and can be authenticated.
-The native engine covers sub-block reuse (the optimised variant); ``"original"`` runs on numpy.
+mismatch of a leaf, bit 1 "split") and, for blocks of 65-4096 bits, a map from each position
+to the depth of its leaf (a flip finds the leaf to toggle in one load); both parties' keys
+packed in the order of each pass (built by SIMD gathers when a pass starts, or once the ranges
+asked in it reach n/2 bits), so a range parity is a few words for Bob and, with a prefix
+parity of the words, O(1) for Alice; Bob's top-level parities from those copies (packed
+block masks and popcount for passes of at most 8 blocks); and the frames of a batch split
+over two threads, each with its own state (Alice's answers too), the requests of a round
+merged back into the reference order. Both engines send message for message the same
+queries (tests check this), so every number above holds for both; Python keeps only the
+round trip (Bob prepares a round, ``ask_alice`` answers, Bob checks and applies the answers),
+so the exchange stays interactive and can be authenticated. The native engine covers
+sub-block reuse (the optimised variant) and batches of fewer than 2^31 bits; ``"original"``
+runs on numpy.
 
 The permutation of pass ``j`` depends only on ``(seed, n, j)``; pass 0 keeps the key order
 (channel errors are independent of position; shuffle the sifted key first if they come in
@@ -85,6 +89,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import weakref
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
@@ -366,10 +372,14 @@ def _native_lib():
     except NativeBuildError:
         return None
     P, I64, I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.cas_top_parities.argtypes = [P, I64, I64, I, P, P, P, P, P, P, I]
-    lib.cas_top_parities.restype = None
-    lib.cas_ranges.argtypes = [P, I64, I64, I64, P, I64, I64, P, P, P, P, P, I]
-    lib.cas_ranges.restype = I64
+    lib.cas_alice_new.argtypes = [P, I64, I64]
+    lib.cas_alice_new.restype = P
+    lib.cas_alice_free.argtypes = [P]
+    lib.cas_alice_free.restype = None
+    lib.cas_alice_tables.argtypes = [P, I, P, P, P, P, P, P, I]
+    lib.cas_alice_tables.restype = None
+    lib.cas_alice_ranges.argtypes = [P, P, I64, I64, P, P, P, P, P, I]
+    lib.cas_alice_ranges.restype = I64
     lib.cas_bob_new.argtypes = [I64, I64, I, P, P, P, P, P, P, I, I]
     lib.cas_bob_new.restype = P
     lib.cas_bob_free.argtypes = [P]
@@ -380,9 +390,9 @@ def _native_lib():
     lib.cas_bob_open.restype = I64
     lib.cas_bob_prepare.argtypes = [P, P, P, P, P]
     lib.cas_bob_prepare.restype = I64
-    lib.cas_bob_finish.argtypes = [P, P]
-    lib.cas_bob_finish.restype = None
-    lib.cas_bob_result.argtypes = [P, P, P]
+    lib.cas_bob_finish.argtypes = [P, P, I64]
+    lib.cas_bob_finish.restype = I64
+    lib.cas_bob_result.argtypes = [P, P, P, P]
     lib.cas_bob_result.restype = None
     return lib
 
@@ -407,7 +417,7 @@ def _check_engine(engine: str) -> bool:
 
 
 def _ptr(a: np.ndarray) -> int:
-    return a.ctypes.data
+    return a.__array_interface__["data"][0]
 
 
 @lru_cache(maxsize=8)
@@ -428,6 +438,7 @@ def _native_masks(seed: int, n: int, passes: tuple[tuple[int, int], ...]):
     return masks, np.array(off, np.int64)
 
 
+@lru_cache(maxsize=1)
 def _native_threads() -> int:
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
@@ -461,6 +472,34 @@ class CascadeAlice:
         self._prefix: dict[int, np.ndarray] = {}
         self._gathered: dict[int, int] = {}      # bits gathered directly per pass (no prefix yet)
         self._packed = None
+        self._handle = None                      # native: Alice's key and its copies in pass order
+        self._rq = self._rq_out = self._rq_ptrs = None   # native: request and answer buffers
+        self._perm, self._perm_rows, self._perm_ptr = None, 0, 0
+        self._lock = threading.Lock()            # the kernel's state is not shared between threads
+
+    def __getstate__(self):
+        """Copies and pickles carry the key, not the kernel's handle (rebuilt on first use)."""
+        state = dict(self.__dict__)
+        state["_handle"], state["_lock"] = None, None
+        state["_rq"] = state["_rq_out"] = state["_rq_ptrs"] = state["_perm"] = None
+        state["_perm_rows"], state["_perm_ptr"] = 0, 0
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _native_handle(self):
+        """The kernel's copy of Alice's key (packed, with the pass orders built on demand)."""
+        if self._handle is None:
+            lib = _native_lib()
+            h = lib.cas_alice_new(_ptr(self._bits), self.frames, self.n)
+            if not h:
+                raise MemoryError(f"native Cascade: no memory for Alice's {self.frames} frame(s) of "
+                                  f"n = {self.n} bits")
+            self._handle = h
+            weakref.finalize(self, lib.cas_alice_free, h)
+        return self._handle
 
     def __call__(self, query: Query) -> Answer:
         return self.answer(query)
@@ -477,20 +516,21 @@ class CascadeAlice:
         if "seed" in query and int(query["seed"]) != self.seed:
             raise ValueError(f"seed mismatch: Bob uses seed {query['seed']}, Alice {self.seed}; the "
                              "permutations must be shared")
-        out = []
-        if self._native:
-            self._native_tables(query["requests"])
-        for req in query["requests"]:
-            kind = req.get("kind")
-            if kind == "blocks":
-                par = self._blocks(req)
-            elif kind == "ranges":
-                par = self._ranges(req)
-            else:
-                raise ValueError(f"unknown request kind {kind!r}: expected 'blocks' or 'ranges'")
-            self.parities_disclosed += int(par.size)
-            out.append(par)
-        self.queries_answered += 1
+        with self._lock:
+            out = []
+            if self._native:
+                self._native_tables(query["requests"])
+            for req in query["requests"]:
+                kind = req.get("kind")
+                if kind == "blocks":
+                    par = self._blocks(req)
+                elif kind == "ranges":
+                    par = self._ranges(req)
+                else:
+                    raise ValueError(f"unknown request kind {kind!r}: expected 'blocks' or 'ranges'")
+                self.parities_disclosed += int(par.size)
+                out.append(par)
+            self.queries_answered += 1
         return {"parities": out}
 
     # -- internals
@@ -554,15 +594,15 @@ class CascadeAlice:
         if not need:
             return
         P = max(j for j, _ in need) + 1
-        inv = _perms(self.seed, self.n, P).inv
+        perm = _perms(self.seed, self.n, P).perm
+        self._native_rows = max(self._native_rows, P)
         masks, moff = _native_masks(self.seed, self.n, tuple(need))
         rows = np.array([j for j, _ in need], np.int64)
         ks = np.array([k for _, k in need], np.int64)
         nbs = [-(-self.n // k) for _, k in need]
         out = np.empty(self.frames * sum(nbs), np.uint8)
-        _native_lib().cas_top_parities(_ptr(self._bits), self.frames, self.n, len(need), _ptr(rows),
-                                       _ptr(ks), _ptr(inv), _ptr(masks), _ptr(moff), _ptr(out),
-                                       _native_threads())
+        _native_lib().cas_alice_tables(self._native_handle(), len(need), _ptr(rows), _ptr(ks), _ptr(perm),
+                                       _ptr(masks), _ptr(moff), _ptr(out), _native_threads())
         at = 0
         for (j, k), nb in zip(need, nbs):
             self._tables[j, k] = out[at:at + self.frames * nb].reshape(self.frames, nb)
@@ -601,30 +641,47 @@ class CascadeAlice:
 
 
     def _native_ranges(self, req) -> np.ndarray:
-        """``ranges`` on the C++ kernel, which also checks every request (one pass, no numpy
-        reductions: this runs once per round)."""
-        f, j, s, e = (np.ascontiguousarray(np.asarray(req[k], dtype=np.int64).reshape(-1))
-                      for k in ("frame", "pass", "start", "stop"))
-        if not (j.size == f.size == s.size == e.size):
+        """``ranges`` on the C++ kernel, which also checks every request. This runs once per
+        round, so the request goes through persistent buffers whose addresses are known (no
+        per-call numpy conversions or address look-ups)."""
+        try:
+            cols = [req[k] for k in ("pass", "frame", "start", "stop")]
+            m = len(cols[0])
+            same = all(len(c) == m for c in cols[1:])
+        except TypeError:
+            raise ValueError("ranges request: 'pass', 'frame', 'start', 'stop' must be 1-D integer "
+                             "arrays") from None
+        if not same:
             raise ValueError("ranges request: 'pass', 'frame', 'start', 'stop' differ in length")
-        out = np.empty(f.size, np.uint8)
-        if not f.size:
-            return out
-        if self._packed is None:
-            self._packed = _pack(self._bits)
-        packed = self._packed
+        if not m:
+            return np.zeros(0, np.uint8)
+        if self._rq is None or self._rq.shape[1] < m:
+            self._rq = np.empty((4, max(m, 2 * (0 if self._rq is None else self._rq.shape[1]))), np.int64)
+            self._rq_out = np.empty(self._rq.shape[1], np.uint8)
+            self._rq_ptrs = tuple(_ptr(r) for r in self._rq) + (_ptr(self._rq_out),)
+        rq = self._rq
+        try:
+            for r, c in zip(rq, cols):
+                r[:m] = c
+        except (ValueError, TypeError, OverflowError):
+            raise ValueError("ranges request: 'pass', 'frame', 'start', 'stop' must be 1-D integer "
+                             "arrays of the same length") from None
+        h = self._native_handle()
+        pj, pf, ps, pe, pout = self._rq_ptrs
         while True:
-            perm = _perms(self.seed, self.n, self._native_rows).perm
-            bad = _native_lib().cas_ranges(_ptr(packed), packed.shape[1], self.frames, self.n, _ptr(perm),
-                                           perm.shape[0], f.size, _ptr(j), _ptr(f), _ptr(s), _ptr(e),
-                                           _ptr(out), _native_threads())
+            if self._perm_rows != self._native_rows:
+                self._perm = _perms(self.seed, self.n, self._native_rows).perm   # (kept alive here)
+                self._perm_rows, self._perm_ptr = self._native_rows, _ptr(self._perm)
+            bad = _native_lib().cas_alice_ranges(h, self._perm_ptr, self._perm_rows, m, pj, pf, ps, pe,
+                                                 pout, _native_threads())
             if bad < 0:
-                return out
+                return self._rq_out[:m].copy()
             i, kind = divmod(int(bad), 4)
             if kind == 0:
                 raise ValueError(f"frame index out of range [0, {self.frames})")
             if kind == 1:
                 raise ValueError(f"ranges request: need pass >= 0 and 0 <= start < stop <= n = {self.n}")
+            j = rq[0, :m]
             if not 0 <= j[i] < MAX_PASSES:
                 raise ValueError(f"pass = {j[i]}: must be in [0, {MAX_PASSES})")
             self._native_rows = int(j.max()) + 1            # kind 3: a pass not generated yet
@@ -1314,6 +1371,9 @@ class _NativeBobSession(_BobSession):
         self._ks = np.array(self.ks, np.int64)
         self._bits0 = np.ascontiguousarray(bits2d, dtype=np.uint8)
         self._lib = _native_lib()
+        if F * n >= 1 << 31:
+            raise ValueError(f"native Cascade: a batch of {F} frames of n = {n} bits has {F * n} bits; the "
+                             "kernel takes fewer than 2^31 per batch (split the batch)")
 
     def run(self) -> np.ndarray:
         lib = self._lib
@@ -1326,32 +1386,64 @@ class _NativeBobSession(_BobSession):
         try:
             tops = np.concatenate([t.reshape(-1) for t in self._ask_top_level()]).astype(np.uint8)
             lib.cas_bob_start(h, _ptr(tops))          # (keep every array passed by address alive)
-            cap, bufs, ptrs = 0, (), ()
-            none = np.zeros(1, np.uint8)
+            # the round trips: the kernel prepares the requests of a round, Alice answers, the
+            # kernel checks and applies the answers (it counts the parities asked per frame)
+            head = {"protocol": PROTOCOL, "n": self.n, "frames": self.F, "seed": self.seed}
+            max_rounds = self.max_rounds
+            prepare, finish, is_open = lib.cas_bob_prepare, lib.cas_bob_finish, lib.cas_bob_open
+            cap, buf, ptrs = 0, None, ()
             steps = 0
             while True:
-                nopen = lib.cas_bob_open(h)
+                nopen = is_open(h)
                 if nopen == 0:
                     break
                 steps += 1
-                if steps > 4 * self.max_rounds:
+                if steps > 4 * max_rounds:
                     raise ValueError(f"Cascade did not converge in {steps} steps: Alice's answers are "
                                      "inconsistent with Bob's key (tampered messages?)")
                 if nopen > cap:
                     cap = max(nopen, 2 * cap)
-                    bufs = tuple(np.empty(cap, np.int64) for _ in range(4))
-                    ptrs = tuple(_ptr(b) for b in bufs)
-                nreq = lib.cas_bob_prepare(h, *ptrs)
-                if nreq:
-                    pid, fr, start, stop = (b[:nreq].copy() for b in bufs)
-                    (alice,) = self._ask([{"kind": "ranges", "pass": pid, "frame": fr,
-                                           "start": start, "stop": stop}])
-                    ans = np.ascontiguousarray(alice, dtype=np.uint8)
-                    lib.cas_bob_finish(h, _ptr(ans))
-                else:
-                    lib.cas_bob_finish(h, _ptr(none))
+                    buf = np.empty((4, cap), np.int64)
+                    ptrs = tuple(_ptr(r) for r in buf)
+                    ans = np.empty(cap, np.uint8)
+                    ans_ptr = _ptr(ans)
+                nreq = prepare(h, *ptrs)
+                if not nreq:
+                    finish(h, 0, 0)
+                    continue
+                if self.rounds >= max_rounds:
+                    raise ValueError(f"Cascade did not converge in {max_rounds} round trips (honest runs "
+                                     "need 150-1300): Alice's answers are inconsistent with Bob's key "
+                                     "(tampered messages?)")
+                pid, fr, start, stop = buf[:, :nreq].copy()
+                query = dict(head)
+                query["requests"] = [{"kind": "ranges", "pass": pid, "frame": fr, "start": start,
+                                      "stop": stop}]
+                answer = self.ask_alice(query)
+                self.rounds += 1
+                try:
+                    pars = answer["parities"]
+                except (TypeError, KeyError, IndexError):
+                    raise ValueError("Alice's answer must be a dict with 'parities'") from None
+                if len(pars) != 1:
+                    raise ValueError(f"Alice answered {len(pars)} requests, Bob asked 1")
+                par = pars[0]
+                try:
+                    size = len(par)
+                except TypeError:
+                    raise ValueError("Alice's parities must be an array of 0/1 values") from None
+                if size != nreq:
+                    raise ValueError(f"Alice answered {size} parities, Bob asked {nreq}")
+                try:
+                    ans[:nreq] = par
+                except (ValueError, TypeError, OverflowError):
+                    raise ValueError("Alice's parities must be 0 or 1") from None
+                if finish(h, ans_ptr, nreq) < 0:
+                    raise ValueError("Alice's parities must be 0 or 1")
             out = np.empty((self.F, self.n), np.uint8)
-            lib.cas_bob_result(h, _ptr(out), _ptr(self.corr))
+            asked = np.zeros(self.F, np.int64)
+            lib.cas_bob_result(h, _ptr(out), _ptr(self.corr), _ptr(asked))
+            self.leak += asked
         finally:
             lib.cas_bob_free(h)
         return out

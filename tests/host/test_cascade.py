@@ -291,6 +291,77 @@ def test_native_engine_corrects_every_frame_from_half_a_percent_to_eleven():
         assert (stats.corrected_bits_per_frame == errors.sum(axis=1)).all()
 
 
+@needs_native
+@pytest.mark.parametrize("frames, n", [(3, 3_001), (1, (1 << 18) + 3)])
+def test_native_alice_answers_any_ranges_as_numpy_does(frames, n):
+    """Random ranges in every pass, asked again and again: the native Alice answers from her
+    key gathered through the permutation until a (pass, frame) has been asked about n/2 bits,
+    then from her copy of the key in that pass order (made from her bytes, or from her packed
+    key for n >= 2^18); both must give numpy's parities."""
+    bits = np.random.default_rng(21).integers(0, 2, (frames, n), dtype=np.uint8)
+    slow, fast = CascadeAlice(bits, seed=9, engine="numpy"), CascadeAlice(bits, seed=9, engine="native")
+    head = {"protocol": "cascade/1", "n": n, "frames": frames, "seed": 9}
+    rng = np.random.default_rng(22)
+    for _ in range(12):
+        m = 400
+        start = rng.integers(0, n - 1, m)
+        stop = np.minimum(n, start + 1 + rng.integers(0, 700 if n < 10_000 else 3 * n // 4, m))
+        req = {"kind": "ranges", "pass": rng.integers(0, 14, m), "frame": rng.integers(0, frames, m),
+               "start": start, "stop": stop}
+        q = {**head, "requests": [req]}
+        assert (fast(q)["parities"][0] == slow(q)["parities"][0]).all()
+    assert fast.parities_disclosed == slow.parities_disclosed == 12 * 400
+
+
+@pytest.mark.parametrize("engine", ["numpy", pytest.param("native", marks=needs_native)])
+def test_a_copied_or_pickled_alice_answers_on_her_own(engine):
+    """The native Alice's kernel state is not shared by copies (each builds its own)."""
+    import copy
+    import pickle
+    a, b, _ = noisy_pair(2, 3_000, 0.03, seed=41)
+    alice = CascadeAlice(a, seed=5, engine=engine)
+    Cascade(seed=5).reconcile(b, alice, 0.03)
+    twins = [copy.copy(alice), pickle.loads(pickle.dumps(alice))]
+    del alice
+    for twin in twins:
+        corrected, _ = Cascade(seed=5).reconcile(b, twin, 0.03)
+        assert (corrected == a).all()
+
+
+@pytest.mark.parametrize("engine", ["numpy", pytest.param("native", marks=needs_native)])
+def test_bob_rejects_malformed_answers(engine):
+    a, b, _ = noisy_pair(2, 2_000, 0.05, seed=31)
+    alice = CascadeAlice(a, seed=3)
+
+    def after_first(change):
+        calls = []
+
+        def ask(query):
+            answer = alice(query)
+            calls.append(1)
+            return answer if len(calls) == 1 else change(answer)
+        return ask
+
+    cases = [(lambda ans: {"parities": [np.full_like(p, 2) for p in ans["parities"]]}, "0 or 1"),
+             (lambda ans: {"parities": [p[:-1] for p in ans["parities"]]}, "answered"),
+             (lambda ans: {"parities": ans["parities"] * 2}, "answered"),
+             (lambda ans: {"parity": ans["parities"]}, "'parities'")]
+    for change, match in cases:
+        with pytest.raises(ValueError, match=match):
+            Cascade(seed=3, engine=engine).reconcile(b, after_first(change), 0.05)
+
+
+@needs_native
+def test_native_engine_corrects_a_frame_of_2_to_the_18_bits():
+    """Frames of at least 2^18 bits build their pass-order copies from the packed key."""
+    a, b, errors = noisy_pair(2, (1 << 18) + 5, 0.03, seed=51)
+    alice = CascadeAlice(a, seed=13, engine="native")
+    corrected, stats = Cascade(seed=13, engine="native").reconcile(b, alice, 0.03)
+    assert (corrected == a).all()
+    assert stats.leaked_bits == alice.parities_disclosed
+    assert (stats.corrected_bits_per_frame == errors.sum(axis=1)).all()
+
+
 def test_engine_choice_is_validated():
     with pytest.raises(ValueError, match="engine"):
         Cascade(engine="gpu")
