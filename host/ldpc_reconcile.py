@@ -11,28 +11,39 @@ the pipeline can authenticate and log it):
    bits. The effective rate is (k - s)/(n - p - s) (Elkouss, Martinez-Mateo, Lancho, Martin, "Rate
    compatible protocol for information reconciliation: an application to QKD", ITW 2010; Elkouss,
    Martinez-Mateo, Martin, QIC 11 (2011) 226). p0 is chosen so that the first attempt discloses
-   ``f_start * K * h(q)`` bits (by default 0.08 below the measured median, ``typical_efficiency``).
+   ``f_start * K * h(q)`` bits (by default a little below the measured median efficiency,
+   ``typical_efficiency``: 0.08 for 16 kbit frames, 0.03 for 256 kbit frames). Frames are as long as
+   ``frame_bits`` allows (default 262144: f drops by 0.03-0.10 from 16384) and the key permits; the
+   mother rate is the highest of the nine (``ldpc_codes.MOTHER_RATES``) whose unpunctured code
+   decodes half the frames at a QBER above q (measured, ``_F_HALF``), so adaptation is mostly by
+   puncturing, little of it.
 2. **Syndromes** (Alice -> Bob): one message with the syndromes of all frames, computed in one sparse
    product.
 3. **Decode** (Bob): the syndrome difference with per-symbol channel LLRs ln((1-q)/q) from the QBER
    estimate q (key symbols), 0 (punctured), +-30 (shortened or revealed: known).
    ``decoder="native"`` (the default when the C++ kernel builds; :func:`ldpc_codes.decode_native`,
    ``host/native/ldpc.cpp``): layered sum-product over the quasi-cyclic layers, vectorised over the
-   circulant, frames shared by ``threads`` threads, early stop on a satisfied syndrome and after
+   circulant, by default in 16-bit fixed point (``check_rule="sum-product-fixed"``: box-plus with a
+   piecewise-linear correction, 2-4.6x faster per iteration than the float rule
+   ``"sum-product"``, which decodes at f lower by 0.000-0.008 in the measurements below),
+   frames shared by ``threads`` threads, early stop on a satisfied syndrome and after
    ``stall_iter`` iterations without a new lowest count of unsatisfied checks. Each frame keeps one
    decoding problem for all attempts (Bob's punctured symbols stay 0, so the error there is Alice's
    value; a revealed value becomes a known error bit), so a retry continues from the previous
    attempt's messages (``warm_start``; up to ``WARM_START_MAX_BYTES`` of state per block).
-   ``check_rule="min-sum"`` (normalised) costs ~0.6x per iteration but does not work on these
-   density-evolution codes near threshold (rate 0.7, n = 16384, QBER 3.5 %: 0-4 of 12 frames decode at
-   alpha 0.5-0.7, sum-product 12 of 12 in 6.6 iterations). ``decoder="bp"``: the ``ldpc`` package's
+   ``check_rule="min-sum"`` (normalised) does not work on these codes near threshold: their checks
+   have degree 11-51, and on the BSC every input of a check starts with the same magnitude, which
+   min-sum passes on undiminished where sum-product shrinks it a lot (rate 0.7, n = 65536: normalised
+   min-sum with alpha 0.25-0.75 decodes no frame up to f = 1.4, offset min-sum with beta 1.5 half of
+   them at f = 1.2, sum-product at 1.08). ``decoder="bp"``: the ``ldpc`` package's
    flooding sum-product, the reference; a fresh decode on the updated syndrome each attempt.
 4. **Blind retries** (Martinez-Mateo, Elkouss, Martin, "Blind reconciliation", QIC 12 (2012) 791):
    for the frames that did not converge, Bob asks Alice to reveal the values of some punctured
-   symbols, which turns them into shortened ones: the disclosure grows by exactly the revealed count and
-   the rate drops by one step ``f_step * h(q)``. Repeat until every frame converged or nothing is
-   left punctured (``max_rounds`` attempts, plus one with nothing punctured if the planned ones stop
-   short of it).
+   symbols, which turns them into shortened ones: the disclosure grows by exactly the revealed count,
+   by ``f_step * K * h(q)`` bits per retry (wider steps for short frames, whose decoding points spread
+   more); the last planned attempt jumps to ``f_last`` (the error count's 5-sigma range plus a margin).
+   Repeat until every frame converged or nothing is left punctured (``max_rounds`` attempts, plus one
+   with nothing punctured if the planned ones stop short of it).
 5. **Verify** (``verify_bits``, default 32; 0 turns it off): Bob sends a linear hash of each decoded
    frame under a matrix drawn after decoding; Alice answers which frames differ. BP can converge to a
    wrong word: measured 2 of 200 frames at QBER 0.5 % with n = 4096 (none in 200 frames at 1-5 %); one
@@ -51,24 +62,23 @@ split into ``syndrome_bits_net``, ``revealed_bits`` and, with ``verify_bits > 0`
 per-frame linear hash that catches frames BP decoded to a wrong word). The efficiency is
 ``f = leaked_bits / (n_bits * h(q))``.
 
-Measured (``benchmarks/reconcile_ldpc.py --frames 48 --bp-frames 4``, 2 cores, 32-bit frame check
-included, machine shared with other jobs at load ~12): native decoder f = 1.31 / 1.18 / 1.16 / 1.14 /
-1.12 at QBER 1 / 2 / 3 / 5 / 8 % with n = 16384, 1.23 / 1.16 / 1.11 / 1.12 / 1.11 with n = 65536,
-1.58-1.16 with n = 4096; the package's BP on the same seeds (4 frames) 1.28 / 1.20 / 1.22 / 1.12 /
-1.14. Frame errors: none in 1790 frames (250 per QBER at n = 16384; 95 % bound 1.2e-2 per point,
-2.1e-3 over all frames at QBER <= 5 %). f <= 1.05 is not reached: the rate-0.9 distribution's own
-threshold (0.0109) is f = 1.15, the others sit 0.05-0.08 above theirs at these lengths, and rate
-adaptation costs ~0.03; n = 262144 gave 1.12 at 3 % (4 frames), little better than 65536.
+Measured (``benchmarks/reconcile_ldpc.py``, defaults; 2 cores shared with other jobs, 1-min load
+3.4-7.9; 32-bit frame check included): with n = 262144 frames, f = 1.143 / 1.087 / 1.106 / 1.094 /
+1.088 at QBER 1 / 2 / 3 / 5 / 8 % (3000 frames per QBER at 1-5 %, 300 at 8 %, no frame lost: 95 %
+bound 1.0e-3 per point at 1-5 %, ``--sections fer --fer-frames 3000``);
+n = 65536: 1.17 / 1.12 / 1.12 / 1.10 / 1.10; n = 16384: 1.27 / 1.19 / 1.14 / 1.13 / 1.13 (the package's
+BP on the same protocol, 8 frames: 1.28 / 1.18 / 1.13 / 1.11 / 1.12). The float sum-product rule gains
+0.001-0.005 at n = 262144. f <= 1.05 is not reached: the unpunctured mother codes themselves decode
+half of the frames only at f = 1.07-1.10 (n = 65536-262144; density-evolution thresholds of Table I:
+1.02-1.04), and adapting the rate by puncturing costs 0.01-0.05 more.
 
 Throughput: per edge and iteration (one thread, CPU time) the package's flooding sum-product takes
-34-97 ns (n = 4096-65536), the native layered sum-product 1.6-2.6 ns (13-63x), native min-sum 0.9-1.7
-ns; the layered schedule needs 12-24 iterations per attempt instead of ~55, so whole reconciliations
-run 48-96x faster in wall-clock time than with the package (n = 16384). With the default blind
-schedule (~3.3 attempts per frame) that is 2.1-2.8 Mbit/s from CPU time on 2 cores (0.5-1.3 Mbit/s
-wall-clock on the shared machine); a higher first attempt trades f for speed (QBER 3 %, n = 16384:
-f_start 1.2 -> f 1.21, 7.9 Mbit/s; 1.35 -> f 1.36, 13 Mbit/s). 50 Mbit/s is not reached: it needs a
-cheaper accurate check rule (int16 messages, table phi), ~1 attempt per frame at good f (better
-codes), or codes that min-sum decodes near threshold.
+33-93 ns (n = 16384-65536), the native layered float sum-product 1.3-1.5 ns, the int16 rule 0.37-0.83
+ns (1.9x faster at n = 16384, 3.5-3.8x at n >= 65536, where the float messages leave the cache). With
+the default blind schedule (2-5 attempts per frame, n = 262144) reconciliation runs at 4-8.5 Mbit/s
+from CPU time on 2 cores (1-2.7 Mbit/s wall-clock on the shared machine); with the float rule 1.3-2.4
+Mbit/s. Fewer attempts trade f for speed (QBER 3 %, first attempt at f_start: 1.12 -> f 1.12, 22
+Mbit/s, one attempt per frame; 1.2 -> 36 Mbit/s; 1.35 -> 40 Mbit/s). 50 Mbit/s is not reached.
 """
 from __future__ import annotations
 
@@ -81,11 +91,12 @@ import os
 import secrets
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
 
-from .ldpc_codes import (BP_THRESHOLDS, FRAME_LENGTHS, MOTHER_RATES, LdpcCode, decode_native, get_code,
+from .ldpc_codes import (FRAME_LENGTHS, MOTHER_RATES, LdpcCode, code_shape, decode_native, get_code,
                          native_available, native_state)
 
 __all__ = ["LdpcParams", "LdpcPlan", "LdpcAlice", "LdpcBob", "LdpcStats", "LdpcProtocolError", "plan_frames",
@@ -94,9 +105,9 @@ __all__ = ["LdpcParams", "LdpcPlan", "LdpcAlice", "LdpcBob", "LdpcStats", "LdpcP
 QBER_MAX = 0.11          # BB84 one-way limit (f = 1); also the rate-0.5 code's threshold (0.1071)
 QBER_PLAN_MIN = 0.0025   # below this the plan is made for 0.25 % (h -> 0 gives no sensible rate)
 P_SHORTENED = 1e-9       # prior error probability of a known (shortened) symbol
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2   # 2: SHAKE-256 frame-check matrix
 DECODERS = ("auto", "native", "bp")
-CHECK_RULES = ("sum-product", "min-sum")
+CHECK_RULES = ("sum-product-fixed", "sum-product", "min-sum")
 LLR_CLAMP = 30.0         # |LLR| of a shortened (known) symbol for the native decoder
 F_COVER_MARGIN = 0.25    # efficiency added to the 5-sigma error count for the last attempt (see _f_cover)
 WARM_START_MAX_BYTES = 1 << 28   # decoder state kept for warm starts (larger blocks decode cold)
@@ -120,18 +131,18 @@ def binary_entropy(p: float) -> float:
 @dataclass(frozen=True)
 class LdpcParams:
     """Bob's knobs (Alice needs none: Bob's setup message tells her the layout)."""
-    frame_bits: int = 16384              # largest code length n to use (shorter keys use shorter codes)
+    frame_bits: int = 262144             # largest code length n to use (shorter keys use shorter codes)
     code_seed: int = 0                   # code family member; both ends derive H from (rate, n, seed)
     f_start: float | None = None         # efficiency of the first attempt (None: typical_efficiency - 0.08)
-    f_step: float = 0.03                 # efficiency added by each blind retry
-    max_rounds: int = 10                 # decoding attempts per frame (1 = plain rate-adaptive; +1, see plan)
+    f_step: float = 0.01                 # efficiency added by each blind retry (the last one goes to f_last)
+    max_rounds: int = 12                 # decoding attempts per frame (1 = plain rate-adaptive; +1, see plan)
     max_puncture_fraction: float = 0.15  # at most this share of a frame punctured
     max_iter: int = 60                   # BP iterations per attempt (100: f -0.005, 1.5x slower)
     workers: int = 1                     # decoding processes of the package decoder ("bp")
     mother_rate: float | None = None     # force one mother code rate (default: chosen by the planner)
     verify_bits: int = 32                # per-frame check hash (0: leave it all to the block verification)
     decoder: str = "auto"                # "native" (layered C++), "bp" (ldpc package), "auto": native if it builds
-    check_rule: str = "sum-product"      # native check-node rule: "sum-product" or "min-sum" (normalised)
+    check_rule: str = "sum-product-fixed"   # native check rule: "sum-product-fixed" (int16), "sum-product" (float), "min-sum"
     min_sum_alpha: float = 0.75          # normalisation of the native min-sum rule
     stall_iter: int = 5                  # native: give up an attempt after this many iterations without progress
     warm_start: bool = True              # native: a blind retry continues from the last attempt's messages
@@ -201,23 +212,71 @@ class LdpcPlan:
                 "punctured": int(self.punctured[0])}
 
 
-# Median efficiency at which a frame first decodes (n = 16384, blind steps of 0.01, 10-30 frames per
-# point, measured with these codes; see benchmarks/reconcile_ldpc.py). The automatic first attempt is
-# 0.08 below it, so that about a quarter of the frames decode at once and the rest within ~3 retries.
-_TYPICAL_F = ((0.005, 1.25), (0.01, 1.20), (0.02, 1.14), (0.03, 1.15), (0.05, 1.12), (0.08, 1.10), (0.11, 1.10))
+# Median efficiency at which a frame first decodes, measured with these codes and the blind protocol
+# (benchmarks/reconcile_ldpc.py): n = 16384 (blind steps of 0.01, 10-30 frames per point, the
+# rate-0.5-0.9 codes of Table I) and n = 262144 (steps of 0.01, 9-15 frames per point, 2-3e6-bit keys,
+# all nine mother rates). The automatic first attempt is START_BELOW_TYPICAL below it.
+_TYPICAL_F = {16384: ((0.005, 1.25), (0.01, 1.20), (0.02, 1.14), (0.03, 1.15), (0.05, 1.12), (0.08, 1.10),
+                      (0.11, 1.10)),
+              262144: ((0.005, 1.25), (0.01, 1.16), (0.02, 1.09), (0.03, 1.10), (0.05, 1.09), (0.08, 1.085),
+                       (0.11, 1.085))}
+START_BELOW_TYPICAL = {16384: 0.08, 262144: 0.03}   # a wider spread between short frames
 
 
-def typical_efficiency(qber: float) -> float:
-    """Median efficiency at which a 16 kbit frame decodes, interpolated in the QBER (measured table)."""
-    qs, fs = zip(*_TYPICAL_F)
-    return float(np.interp(qber, qs, fs))
+def typical_efficiency(qber: float, n: int | None = None) -> float:
+    """Median efficiency at which a frame of length ``n`` decodes (default: the longest code,
+    262144), interpolated in the QBER and in log n between the measured tables (16384, 262144)."""
+    return _interp_n(n, {k: float(np.interp(qber, *zip(*v))) for k, v in _TYPICAL_F.items()})
+
+
+def _interp_n(n: int | None, table: dict) -> float:
+    lo, hi = min(table), max(table)
+    x = hi if n is None else min(max(int(n), lo), hi)
+    w = math.log(x / lo) / math.log(hi / lo)
+    return (1.0 - w) * table[lo] + w * table[hi]
+
+
+def _auto_f_start(q: float, n: int) -> float:
+    return typical_efficiency(q, n) - _interp_n(n, START_BELOW_TYPICAL)
+
+
+# Puncturing limit per mother rate as a fraction of n, slightly below ``max_punctured`` / n of the codes
+# (untainted-then-least-tainted order, measured for n = 4096-262144), so that planning needs no code;
+# the chosen code's own limit is applied after the choice.
+_PUNCTURE_ESTIMATE = {0.5: 0.24, 0.55: 0.23, 0.6: 0.2, 0.65: 0.18, 0.7: 0.135, 0.75: 0.12, 0.8: 0.11,
+                      0.85: 0.078, 0.9: 0.05}
+
+# Efficiency at which half the frames of the unpunctured, unshortened mother code decode (n = 65536,
+# layered sum-product, 100 iterations; ldpc_codes.DERIVED_RATES). The planner prefers the highest
+# rate whose QBER at this efficiency, _q_half, is above the estimate: the mother code then decodes
+# most frames with nothing punctured, and puncturing adapts it to the lower efficiencies of the
+# first attempts (puncturing costs less than shortening a code far below its threshold).
+_F_HALF = {0.5: 1.07, 0.55: 1.07, 0.6: 1.08, 0.65: 1.08, 0.7: 1.09, 0.75: 1.09, 0.8: 1.10, 0.85: 1.08,
+           0.9: 1.10}
+
+
+# A code whose half-decoding QBER is a little below q (shortened a little) still beats the next lower
+# rate punctured up: puncturing costs more at high rates, where checks have degree 30-60 and a
+# punctured symbol hears little from them (n = 262144, QBER 2 %: rate 0.85, _q_half 1.96 %, gives
+# f = 1.10; rate 0.8 punctured 1.14-1.16).
+Q_HALF_SLACK = 0.95
+
+
+@lru_cache(maxsize=None)
+def _q_half(rate: float) -> float:
+    """QBER q with h(q) = (1 - rate) / _F_HALF[rate] (bisection)."""
+    target, lo, hi = (1.0 - rate) / _F_HALF[rate], 1e-6, 0.5
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if binary_entropy(mid) < target else (lo, mid)
+    return lo
 
 
 def _candidate_lengths(frame_bits: int) -> list[int]:
     return sorted({n for n in FRAME_LENGTHS if n <= frame_bits} | {frame_bits}, reverse=True)
 
 
-def _f_cover(q: float, key_bits: float) -> float:
+def _f_cover(q: float, key_bits: float, sigmas: float = 5.0, margin: float = F_COVER_MARGIN) -> float:
     """Efficiency that covers a frame with 5 sigma more errors than expected, plus ``F_COVER_MARGIN``
     (0.25) of BP margin.
 
@@ -225,23 +284,26 @@ def _f_cover(q: float, key_bits: float) -> float:
     (K = 3100, q = 1 %: 1.93; K = 3200, q = 5 %: 1.52; K = 15000, q = 3 %: 1.42). A margin of 0.15 lost
     frames 2.6 sigma out in the tail (n = 16384, q = 5 %: 2 of 250 frames, 1 of 200 at 1 %; with 0.25:
     0 of 250 at 5 %, f +0.00-0.03)."""
-    q_hi = min(q + 5.0 * math.sqrt(q * (1.0 - q) / key_bits), 0.5)
-    return binary_entropy(q_hi) / binary_entropy(q) + F_COVER_MARGIN
+    q_hi = min(q + sigmas * math.sqrt(q * (1.0 - q) / key_bits), 0.5)
+    return binary_entropy(q_hi) / binary_entropy(q) + margin
 
 
 def plan_frames(n_bits: int, qber_estimate: float, params: LdpcParams = LdpcParams()) -> LdpcPlan:
     """Choose mother code, frame size and puncturing schedule (deterministic; Bob sends the result).
 
     For a code (n, m) and K key bits per frame, attempt r discloses ``leak_r = ceil(f_r K h(q))``
-    bits, i.e. punctures ``p_r = m - leak_r`` symbols, with f_0 = ``f_start`` (or higher when the
-    puncturing limit ``p <= min(max_puncture_fraction * n, code.max_punctured)`` binds) and the last
-    attempt at ``f_last = max(f_start + (max_rounds - 1) f_step, f_cover)`` (the binomial spread of the
-    error count in a frame, see :func:`_f_cover`) with ``p = 0``; steps are equal, and if the rounds
-    run out first one more attempt with nothing punctured is added. A frame needs
-    ``K + p_0 <= n`` and ``m >= f_last K h``. The key is split into equal frames (sizes differ by at
-    most one bit). Among (n, R0) whose first attempt is within 0.03 of the best (``f_start`` when the
-    puncturing limit allows) we take the highest rate whose BSC threshold exceeds q if there is one, then
-    the longest n, then the most key bits per frame.
+    bits, i.e. punctures ``p_r = m - leak_r`` symbols, with f_0 = ``f_start`` (default from
+    :func:`typical_efficiency` for the frame length; higher when the puncturing limit
+    ``p <= min(max_puncture_fraction * n, code.max_punctured)`` binds), then steps of ``f_step`` (wider
+    for short frames: the 3-sigma spread of the error count plus 0.15, over the rounds) and the last
+    attempt at ``f_last = max(f_start + (max_rounds - 1) f_step, f_cover)`` (the 5-sigma spread, see
+    :func:`_f_cover`) with ``p = 0``; if the rounds run out first one more attempt with nothing
+    punctured is added. A frame needs ``K + p_0 <= n`` and ``m >= f_last K h``. The key is split into
+    equal frames (sizes differ by at most one bit). Candidates are sized from the code shapes alone
+    (puncturing limits from ``_PUNCTURE_ESTIMATE``); only the chosen code is built, and its own
+    puncturing limit applied. Among (n, R0) whose first attempt is within 0.03 of the best we take
+    the highest rate whose half-decoding QBER (``_q_half``) exceeds 0.95 q, then the longest n, then the
+    most key bits per frame.
     """
     _check_qber(qber_estimate)
     if isinstance(n_bits, bool) or not isinstance(n_bits, (int, np.integer)) or n_bits <= 0:
@@ -249,14 +311,14 @@ def plan_frames(n_bits: int, qber_estimate: float, params: LdpcParams = LdpcPara
     n_bits = int(n_bits)
     h = binary_entropy(max(float(qber_estimate), QBER_PLAN_MIN))
     q_plan = max(float(qber_estimate), QBER_PLAN_MIN)
-    f0 = params.f_start if params.f_start is not None else typical_efficiency(q_plan) - 0.08
-    f_base = f0 + (params.max_rounds - 1) * params.f_step
     cands = []
     for n in _candidate_lengths(params.frame_bits):
+        f0 = params.f_start if params.f_start is not None else _auto_f_start(q_plan, n)
+        f_base = f0 + (params.max_rounds - 1) * params.f_step
         for rate in (MOTHER_RATES if params.mother_rate is None else (params.mother_rate,)):
-            code = get_code(rate, n, params.code_seed)
-            m, k = code.m, code.k
-            pcap = min(int(params.max_puncture_fraction * n), code.max_punctured)
+            m, _ = code_shape(rate, n)                      # no code is built while planning
+            k = n - m
+            pcap = int(min(params.max_puncture_fraction, _PUNCTURE_ESTIMATE[rate]) * n)
             # largest K with K + p0(K) <= n, p0(K) = min(pcap, m - f0 K h)
             k_a = math.floor(k / (1.0 - f0 * h))            # puncturing not capped
             k_b = n - pcap                                  # puncturing capped
@@ -271,21 +333,26 @@ def plan_frames(n_bits: int, qber_estimate: float, params: LdpcParams = LdpcPara
             key_bits = -(-n_bits // frames)
             p0 = int(min(pcap, max(m - math.ceil(f0 * key_bits * h), 0), n - key_bits))
             f_first = (m - p0) / (key_bits * h)
-            cands.append((f_first, n, key_bits, rate, frames, p0, f_last))
+            cands.append((f_first, n, key_bits, rate, frames, p0, f_last, f0))
     if not cands:
         raise ValueError(f"no frame layout for {n_bits} bits at QBER {qber_estimate}")
     f_best = min(c[0] for c in cands)
-    good = [c for c in cands if c[0] <= max(f0, f_best) + 0.03]
+    good = [c for c in cands if c[0] <= max(c[7], f_best) + 0.03]
     # prefer the highest-rate mother code whose BSC threshold is above q, adapted mostly by puncturing:
     # measured at n = 16384, a code shortened below its threshold does worse (8 %: rate 0.5 punctured
     # f = 1.11, rate 0.6 shortened 1.21)
-    above = [r for r in MOTHER_RATES if BP_THRESHOLDS[r] > q_plan]
+    above = [r for r in MOTHER_RATES if _q_half(r) > Q_HALF_SLACK * q_plan]
     preferred = [c for c in good if above and c[3] == max(above)]
-    f_first, n, key_bits, rate, frames, p0, f_last = max(preferred or good, key=lambda c: (c[1], c[2], -c[0]))
+    f_first, n, key_bits, rate, frames, p0, f_last, _ = max(preferred or good, key=lambda c: (c[1], c[2], -c[0]))
     code = get_code(rate, n, params.code_seed)
+    if p0 > code.max_punctured:                      # the estimate was optimistic for this code
+        p0 = code.max_punctured
+        f_first = (code.m - p0) / (key_bits * h)
     long_frames = n_bits - frames * (key_bits - 1)
     rounds = params.max_rounds
-    step = max(params.f_step, (f_last - f_first) / max(rounds - 1, 1))
+    # steps of f_step, or wider when the frames' decoding points spread more (short frames: the error
+    # count's 3-sigma range, plus 0.15), then f_last at once
+    step = max(params.f_step, (_f_cover(q_plan, key_bits, sigmas=3.0, margin=0.15) - f_first) / max(rounds - 2, 1))
     punct = [p0]
     for r in range(1, rounds):
         f_r = f_first + r * step if r < rounds - 1 else f_last
@@ -349,14 +416,13 @@ def _frames_from_key(bits: np.ndarray, plan: LdpcPlan, keypos: np.ndarray) -> np
 def _frame_hashes(padded_keys: np.ndarray, seed: int, bits: int) -> np.ndarray:
     """Linear hash M x (mod 2) of each frame's key bits, M a public random bits x K matrix.
 
-    M is drawn from SHA-256 in counter mode on ``seed`` (stable across numpy versions), after Bob's
+    M is drawn from SHAKE-256 (FIPS 202) on ``seed`` (stable across numpy versions), after Bob's
     decoding, so a wrong frame escapes with probability 2^-bits; each hash discloses ``bits`` linear
     functions of the key, which are counted as leaked."""
     k = padded_keys.shape[1]
     need = (bits * k + 7) // 8
-    stream = b"".join(hashlib.sha256(f"qkdlink-ldpc-verify/{seed}/{i}".encode()).digest()
-                      for i in range((need + 31) // 32))
-    M = np.unpackbits(np.frombuffer(stream[:need], dtype=np.uint8), count=bits * k).reshape(bits, k)
+    stream = hashlib.shake_256(f"qkdlink-ldpc-verify/{seed}".encode()).digest(need)
+    M = np.unpackbits(np.frombuffer(stream, dtype=np.uint8), count=bits * k).reshape(bits, k)
     # parity of (key AND row) on packed bytes: XOR-reduce the bytes, then the parity of one byte
     keys = np.packbits(np.asarray(padded_keys, dtype=np.uint8), axis=1)          # (F, ceil(K/8))
     rows = np.packbits(M, axis=1)                                                # (bits, ceil(K/8))

@@ -28,6 +28,16 @@
 //    phi is an exp2 and a log2 by exponent bits and short polynomials, in float, written so that
 //    they vectorise (about 25 operations per 16 lanes).
 //
+//  * algo 3, sum-product in 16-bit fixed point (LLR step 1/32): the check update as a chain of
+//    box-plus operations on magnitudes, a [+] b = min(a, b) + c(a + b) - c(|a - b|) with
+//    c(x) = ln(1 + e^-x) (the Jacobian-logarithm form of the tanh rule; Hu, Eleftheriou, Arnold,
+//    Dholakia, "Efficient implementations of the sum-product algorithm for decoding LDPC codes",
+//    GLOBECOM 2001), c approximated by max(5/8 - x/4, 0) (error < 0.07; two shifts and a max), all
+//    messages of a check by forward and backward partial results (3 (d - 2) box-plus per check of
+//    degree d), signs as the product over the check as in min-sum. int16 lanes, twice as many per
+//    vector as float, no exp/log/division; bounds |L|, |T| <= 16000 and |R| <= 2400 keep every
+//    intermediate inside int16. The float state (warm start) is converted on entry and exit.
+//
 // Early stop: after each iteration the hard decision (L < 0) is checked against the syndrome; the
 // decoder stops at the first iteration whose decision satisfies every check, and gives up on a frame
 // whose count of unsatisfied checks has not reached a new low for `stall` iterations.
@@ -44,6 +54,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -267,6 +278,157 @@ static int decode_one(const Code& c, Work& w, const float* llr, const uint8_t* s
     return max_iter;
 }
 
+// ---- algo 3: 16-bit fixed point ---------------------------------------------------------------
+
+constexpr float FX_SCALE = 32.0f;          // integer steps per LLR unit
+constexpr int FX_LMAX = 16000;             // |L| and |T| (500 in LLR units)
+constexpr int FX_RMAX = 2400;              // |R| (75)
+constexpr int FX_C = 20;                   // 5/8 in steps
+
+struct WorkFx {
+    std::vector<int16_t> L, R, T, F, mag, msg;
+    std::vector<int16_t> sgn;
+    explicit WorkFx(const Code& c) {
+        size_t edges = (size_t)c.layer_start.back() * c.z;
+        L.resize(c.n); R.resize(edges);
+        T.resize((size_t)c.max_row_blocks * c.z); F.resize((size_t)c.max_row_blocks * c.z);
+        mag.resize(c.z); msg.resize(c.z); sgn.resize(c.z);
+    }
+};
+
+static inline int16_t fx_quant(float x, int lim) {
+    float y = x * FX_SCALE;
+    y = y > (float)lim ? (float)lim : (y < -(float)lim ? -(float)lim : y);
+    return (int16_t)std::lrint(y);
+}
+
+// a [+] b on magnitudes 0 <= a, b <= FX_LMAX: min + c(a + b) - c(|a - b|), >= 0 since c has slope -1/4
+static inline int16_t fx_box(int16_t a, int16_t b) {
+    int16_t m = a < b ? a : b;
+    int16_t d = a > b ? (int16_t)(a - b) : (int16_t)(b - a);
+    int16_t cs = (int16_t)(FX_C - ((int16_t)(a + b) >> 2));
+    int16_t cd = (int16_t)(FX_C - (d >> 2));
+    cs = cs > 0 ? cs : 0;
+    cd = cd > 0 ? cd : 0;
+    return (int16_t)(m + cs - cd);
+}
+
+static int decode_one_fx(const Code& c, Work& w, WorkFx& x, const float* llr, const uint8_t* syn,
+                         int max_iter, int stall, float* state, bool resume, bool* converged) {
+    const int z = c.z;
+    const size_t edges = (size_t)c.layer_start.back() * z;
+    int16_t* __restrict L = x.L.data();
+    int16_t* __restrict R = x.R.data();
+    if (state && resume) {
+        float* Lf = state;
+        float* prev = state + c.n;
+        const float* Rf = state + 2 * (size_t)c.n;
+        for (int v = 0; v < c.n; v++) {
+            float y = std::min(std::max(llr[v], -LLR_MAX), LLR_MAX);
+            Lf[v] = std::min(std::max(Lf[v] + y - prev[v], -LLR_MAX), LLR_MAX);
+            prev[v] = y;
+            L[v] = fx_quant(Lf[v], FX_LMAX);
+        }
+        for (size_t e = 0; e < edges; e++) R[e] = fx_quant(Rf[e], FX_RMAX);
+    } else {
+        for (int v = 0; v < c.n; v++) L[v] = fx_quant(llr[v], FX_LMAX);
+        if (state) {
+            for (int v = 0; v < c.n; v++) state[c.n + v] = std::min(std::max(llr[v], -LLR_MAX), LLR_MAX);
+        }
+        std::fill(R, R + edges, (int16_t)0);
+    }
+    auto finish = [&](int it, bool ok) {
+        if (state) {
+            for (int v = 0; v < c.n; v++) state[v] = (float)L[v] / FX_SCALE;
+            float* Rf = state + 2 * (size_t)c.n;
+            for (size_t e = 0; e < edges; e++) Rf[e] = (float)R[e] / FX_SCALE;
+        }
+        *converged = ok;
+        return it;
+    };
+    for (int v = 0; v < c.n; v++) w.hard[v] = L[v] < 0;
+    int best = unsatisfied(c, w.hard.data(), syn, w.par.data()), since = 0;
+    if (best == 0) return finish(0, true);
+    int16_t* __restrict T = x.T.data();
+    int16_t* __restrict F = x.F.data();
+    int16_t* __restrict sg = x.sgn.data();
+    int16_t* __restrict mg = x.mag.data();
+    int16_t* __restrict M = x.msg.data();
+    for (int it = 1; it <= max_iter; it++) {
+        for (int i = 0; i < c.mb; i++) {
+            const int b0 = c.layer_start[i], b1 = c.layer_start[i + 1], d = b1 - b0;
+            const uint8_t* sy = syn + (size_t)i * z;
+            for (int t = 0; t < z; t++) sg[t] = (int16_t)(-(int16_t)sy[t]);      // 0 or -1
+            // pass 1: T = L - R through the shift, sign product; F_k = |T_0| [+] ... [+] |T_k|
+            for (int b = b0; b < b1; b++) {
+                const int16_t* __restrict Lb = L + (size_t)c.col[b] * z;
+                const int16_t* __restrict Rb = R + (size_t)b * z;
+                int16_t* __restrict Tb = T + (size_t)(b - b0) * z;
+                const int s = c.shift[b];
+                for (int t = 0; t < z - s; t++) Tb[t] = (int16_t)(Lb[s + t] - Rb[t]);
+                for (int t = z - s; t < z; t++) Tb[t] = (int16_t)(Lb[t - (z - s)] - Rb[t]);
+                int16_t* __restrict Fb = F + (size_t)(b - b0) * z;
+                const int16_t* __restrict Fp = Fb - z;
+                const bool first = b == b0;
+                for (int t = 0; t < z; t++) {
+                    int16_t v = Tb[t];
+                    v = v > FX_LMAX ? (int16_t)FX_LMAX : (v < -FX_LMAX ? (int16_t)-FX_LMAX : v);
+                    Tb[t] = v;
+                    sg[t] ^= (int16_t)(v >> 15);
+                    int16_t a = v < 0 ? (int16_t)-v : v;
+                    Fb[t] = first ? a : fx_box(Fp[t], a);
+                }
+            }
+            // pass 2, last block first: R_k = F_{k-1} [+] B_{k+1}, B_k = B_{k+1} [+] |T_k|
+            for (int k = d - 1; k >= 0; k--) {
+                const int b = b0 + k;
+                int16_t* __restrict Lb = L + (size_t)c.col[b] * z;
+                int16_t* __restrict Rb = R + (size_t)b * z;
+                const int16_t* __restrict Tb = T + (size_t)k * z;
+                const int16_t* __restrict Fp = F + (size_t)(k > 0 ? k - 1 : 0) * z;
+                if (d == 1) {
+                    for (int t = 0; t < z; t++) M[t] = (int16_t)FX_RMAX;
+                } else if (k == d - 1) {
+                    for (int t = 0; t < z; t++) {
+                        int16_t v = Tb[t];
+                        M[t] = Fp[t];
+                        mg[t] = v < 0 ? (int16_t)-v : v;
+                    }
+                } else if (k == 0) {
+                    for (int t = 0; t < z; t++) M[t] = mg[t];
+                } else {
+                    for (int t = 0; t < z; t++) {
+                        int16_t v = Tb[t];
+                        int16_t a = v < 0 ? (int16_t)-v : v;
+                        M[t] = fx_box(Fp[t], mg[t]);
+                        mg[t] = fx_box(mg[t], a);
+                    }
+                }
+                for (int t = 0; t < z; t++) {
+                    int16_t m = M[t] > FX_RMAX ? (int16_t)FX_RMAX : M[t];
+                    int16_t neg = (int16_t)(sg[t] ^ (Tb[t] >> 15));             // 0 or -1
+                    Rb[t] = (int16_t)((m ^ neg) - neg);
+                }
+                const int s = c.shift[b];
+                for (int t = 0; t < z - s; t++) {
+                    int16_t v = (int16_t)(Tb[t] + Rb[t]);
+                    Lb[s + t] = v > FX_LMAX ? (int16_t)FX_LMAX : (v < -FX_LMAX ? (int16_t)-FX_LMAX : v);
+                }
+                for (int t = z - s; t < z; t++) {
+                    int16_t v = (int16_t)(Tb[t] + Rb[t]);
+                    Lb[t - (z - s)] = v > FX_LMAX ? (int16_t)FX_LMAX : (v < -FX_LMAX ? (int16_t)-FX_LMAX : v);
+                }
+            }
+        }
+        for (int v = 0; v < c.n; v++) w.hard[v] = L[v] < 0;
+        int bad = unsatisfied(c, w.hard.data(), syn, w.par.data());
+        if (bad == 0) return finish(it, true);
+        if (bad < best) { best = bad; since = 0; }
+        else if (stall > 0 && ++since >= stall) return finish(it, false);
+    }
+    return finish(max_iter, false);
+}
+
 }  // namespace
 
 extern "C" {
@@ -297,7 +459,7 @@ void ldpc_code_free(void* h) { delete static_cast<Code*>(h); }
 // Decode `frames` syndromes (frames x m bytes, 0/1) with channel LLRs (frames x n floats, row stride
 // llr_stride floats: 0 shares one row). Writes hard decisions (frames x n bytes), iterations and
 // converged flags. algo: 0 normalised min-sum (param = alpha), 1 offset min-sum (param = beta),
-// 2 sum-product. stall > 0: stop a frame after that many iterations without a new lowest count of
+// 2 sum-product, 3 sum-product in 16-bit fixed point. stall > 0: stop a frame after that many iterations without a new lowest count of
 // unsatisfied checks. state (optional): rows of ldpc_state_floats() floats (L, channel LLRs, check
 // messages), frame f using row state_rows[f]; with resume != 0 a frame continues from its row (warm
 // start after the channel LLRs changed), else the row is initialised; it is left holding the final
@@ -311,11 +473,13 @@ int ldpc_decode(void* h, int frames, const float* llr, int64_t llr_stride, const
                 uint8_t* out, int32_t* iters, uint8_t* conv, int max_iter, int algo, float param,
                 int stall, int threads, float* state, const int32_t* state_rows, int resume) {
     const Code* c = static_cast<const Code*>(h);
-    if (!c || frames < 0 || max_iter < 0 || algo < 0 || algo > 2) return -1;
+    if (!c || frames < 0 || max_iter < 0 || algo < 0 || algo > 3) return -1;
     threads = std::max(1, std::min(threads, frames));
     std::atomic<int> next(0);
     auto worker = [&]() {
         Work w(*c);
+        std::unique_ptr<WorkFx> wx;
+        if (algo == 3) wx.reset(new WorkFx(*c));
         for (;;) {
             int f = next.fetch_add(1);
             if (f >= frames) break;
@@ -327,7 +491,8 @@ int ldpc_decode(void* h, int frames, const float* llr, int64_t llr_stride, const
             bool rs = resume != 0;
             if (algo == 0) it = decode_one<0>(*c, w, l, s, max_iter, param, stall, st, rs, &ok);
             else if (algo == 1) it = decode_one<1>(*c, w, l, s, max_iter, param, stall, st, rs, &ok);
-            else it = decode_one<2>(*c, w, l, s, max_iter, param, stall, st, rs, &ok);
+            else if (algo == 2) it = decode_one<2>(*c, w, l, s, max_iter, param, stall, st, rs, &ok);
+            else it = decode_one_fx(*c, w, *wx, l, s, max_iter, stall, st, rs, &ok);
             std::memcpy(out + (size_t)f * c->n, w.hard.data(), c->n);
             iters[f] = it;
             conv[f] = ok;
