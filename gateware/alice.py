@@ -24,6 +24,7 @@ from ..hdl.pulses import PulseShaper, check_geometry
 from ..hdl.sync import SyncMarker, check_frame_log2
 from ..hdl.choice_memory import ChoiceMemory
 from ..hdl.regbank import RegisterBank
+from ..hdl.counter_ram import CounterRam
 from ..hdl.hostlink import HostLink
 from .regmap import ALICE_REGISTERS, ID_ALICE, REGMAP_VERSION, COUNTER48_NAMES, SIFT_COUNTER_NAMES
 
@@ -31,6 +32,16 @@ __all__ = ["Alice", "AliceParams", "symbol_digest_bits", "pin_digest_bits", "LIN
 
 LINK_COUNTERS = ("rx_frames", "rx_crc_errors", "rx_framing_errors", "rx_oversize", "rx_truncated",
                  "rx_unknown_type", "rx_bad_length", "rx_seq_gaps", "tx_frames")
+
+# Counter RAM words (one 48-bit counter each) and the SNAP_* registers that read their shadows.
+ALICE_COUNTER_WORDS = (COUNTER48_NAMES + SIFT_COUNTER_NAMES + ("SNAP_SIFT_LOST",)
+                       + ("SNAP_RCT_FAILS", "SNAP_APT_FAILS"))
+ALICE_RAM_REGISTERS = {
+    **{f"{n}_{half}": (w, 32 * h) for w, n in enumerate(ALICE_COUNTER_WORDS[:-2])
+       for h, half in enumerate(("LO", "HI"))},
+    "SNAP_RCT_FAILS": (len(ALICE_COUNTER_WORDS) - 2, 0),
+    "SNAP_APT_FAILS": (len(ALICE_COUNTER_WORDS) - 1, 0),
+}
 
 
 def _bytes_bits(n: int) -> int:
@@ -111,7 +122,7 @@ class Alice(wiring.Component):
         S, P = p.samples_per_clock, p.slots_per_clock
         m = Module()
 
-        m.submodules.regs = regs = RegisterBank(ALICE_REGISTERS)
+        m.submodules.regs = regs = RegisterBank(ALICE_REGISTERS, ALICE_RAM_REGISTERS, len(ALICE_COUNTER_WORDS), 48)
         m.submodules.link = link = HostLink(choice_query=True, sift_query=True)
         m.submodules.entropy = ent = EntropySource(P, has_prng=p.has_prng, has_qrng=p.has_qrng)
         m.submodules.symbols = sel = SymbolSelector(P)
@@ -192,37 +203,6 @@ class Alice(wiring.Component):
             mem.clear.eq(clear),
         ]
 
-        # Counters (48 bit) of stage-1 slots.
-        def lane_code(lane):
-            return s1_codes[4 * lane:4 * lane + 4]
-
-        counters = {name: Signal(48, name=name.lower()) for name in COUNTER48_NAMES if name != "SNAP_SLOT"}
-        increments = {}
-        for i, iname in enumerate(("SIGNAL", "DECOY", "VACUUM")):
-            for b, bname in enumerate("ZX"):
-                increments[f"SNAP_SENT_{iname}_{bname}"] = sum(
-                    (lane_code(l)[2:4] == i) & (lane_code(l)[1] == b) for l in range(P))
-        increments["SNAP_BLANK"] = sum(lane_code(l)[2:4] == INTENSITY_BLANK for l in range(P))
-        increments["SNAP_UNDERRUN"] = Mux(s1_underrun, P, 0)
-        increments["SNAP_CHOICE_LOST"] = mem.lost
-        rct_fails = Signal(32)
-        apt_fails = Signal(32)
-        with m.If(clear):
-            m.d.sync += [c.eq(0) for c in counters.values()]
-            m.d.sync += [rct_fails.eq(0), apt_fails.eq(0)]
-        with m.Else():
-            for name, sig in counters.items():
-                inc = increments[name]
-                if name == "SNAP_CHOICE_LOST":
-                    m.d.sync += sig.eq(sig + inc)
-                else:
-                    with m.If(s1_valid):
-                        m.d.sync += sig.eq(sig + inc)
-            m.d.sync += [
-                rct_fails.eq(rct_fails + sum(s1_rct[l] for l in range(P))),
-                apt_fails.eq(apt_fails + sum(s1_apt[l] for l in range(P))),
-            ]
-
         # Symbol digest (CRC-32 of symbols | sync bits per running clock).
         sym_w = symbol_digest_bits(P)
         m.submodules.digest_symbols = dsym = crc.catalog.CRC32_ISO_HDLC(data_width=sym_w).create()
@@ -261,35 +241,44 @@ class Alice(wiring.Component):
             dpin.data.eq(Cat(lasers.samples.as_value(), sync_shaper.samples.as_value(), s2_im)),
         ]
 
-        # Sifting counters (per intensity class and basis), from the link's SIFT_QUERY executor.
-        sift = {name: Signal(48, name=name.lower()) for name in SIFT_COUNTER_NAMES + ("SNAP_SIFT_LOST",)}
+        # Counters and their snapshot shadows: a CounterRam (block RAM), one 48-bit word per
+        # counter; the SNAP_* counter registers read the shadows. The 32-bit fail counters
+        # are the low bits of their words. SNAP_SLOT counts like the slot counter above.
+        def lane_code(lane):
+            return s1_codes[4 * lane:4 * lane + 4]
+
+        inc = {"SNAP_SLOT": (Mux(running, P, 0), P)}
+        for i, iname in enumerate(("SIGNAL", "DECOY", "VACUUM")):
+            for b, bname in enumerate("ZX"):
+                inc[f"SNAP_SENT_{iname}_{bname}"] = (Mux(s1_valid, sum(
+                    (lane_code(l)[2:4] == i) & (lane_code(l)[1] == b) for l in range(P)), 0), P)
+        inc["SNAP_BLANK"] = (Mux(s1_valid, sum(lane_code(l)[2:4] == INTENSITY_BLANK for l in range(P)), 0), P)
+        inc["SNAP_UNDERRUN"] = (Mux(s1_valid & s1_underrun, P, 0), P)
+        inc["SNAP_CHOICE_LOST"] = (mem.lost, 1)
         for k, name in enumerate(SIFT_COUNTER_NAMES):
             pulse = link.sift_detected if "DETECTED" in name else link.sift_sifted
-            increments[name] = pulse & (link.sift_class == k % 6)
-        increments["SNAP_SIFT_LOST"] = link.sift_lost
-        with m.If(clear):
-            m.d.sync += [c.eq(0) for c in sift.values()]
-        with m.Else():
-            m.d.sync += [c.eq(c + increments[name]) for name, c in sift.items()]
+            inc[name] = (pulse & (link.sift_class == k % 6), 1)
+        inc["SNAP_SIFT_LOST"] = (link.sift_lost, 1)
+        inc["SNAP_RCT_FAILS"] = (sum(s1_rct[l] for l in range(P)), P)
+        inc["SNAP_APT_FAILS"] = (sum(s1_apt[l] for l in range(P)), P)
+        assert tuple(inc) == ALICE_COUNTER_WORDS
+        m.submodules.counters = cram = CounterRam(len(inc), 48, tuple(mx for _, mx in inc.values()))
+        m.d.comb += [cram.inc[w].eq(v) for w, (v, _) in enumerate(inc.values())]
+        m.d.comb += [
+            cram.clear.eq(clear),
+            cram.snapshot.eq(snapshot),
+            cram.r_en.eq(regs.ram_en),
+            cram.r_addr.eq(regs.ram_addr),
+            regs.ram_data.eq(cram.r_data),
+            regs.busy.eq(cram.busy),
+        ]
 
-        # Snapshot shadows and status.
-        snap = {name: Signal(48, name=f"snap_{name.lower()}") for name in COUNTER48_NAMES + tuple(sift)}
-        snap_rct = Signal(32)
-        snap_apt = Signal(32)
+        # Digest shadows and status.
         snap_dsym = Signal(32)
         snap_dpin = Signal(32)
         with m.If(snapshot):
-            m.d.sync += snap["SNAP_SLOT"].eq(next_slot)
-            m.d.sync += [snap[n].eq(counters[n]) for n in counters]
-            m.d.sync += [snap[n].eq(sift[n]) for n in sift]
-            m.d.sync += [snap_rct.eq(rct_fails), snap_apt.eq(apt_fails),
-                         snap_dsym.eq(dsym.crc), snap_dpin.eq(dpin.crc)]
-        for name, sig in snap.items():
-            m.d.comb += [getattr(regs, f"{name.lower()}_lo").eq(sig[:32]),
-                         getattr(regs, f"{name.lower()}_hi").eq(sig[32:])]
+            m.d.sync += [snap_dsym.eq(dsym.crc), snap_dpin.eq(dpin.crc)]
         m.d.comb += [
-            regs.snap_rct_fails.eq(snap_rct),
-            regs.snap_apt_fails.eq(snap_apt),
             regs.snap_digest_symbols.eq(snap_dsym),
             regs.snap_digest_pins.eq(snap_dpin),
             regs.id.eq(ID_ALICE),

@@ -6,7 +6,8 @@ Per clock (see docs/receiver.md):
   and the sync sampler while ``CTRL.RUN`` is set (``running`` output);
 * tag stage, ``TimeTagger.LATENCY`` clocks later (a *running clock* of Bob): clicks ->
   detections per slot (squashing randomness from a seeded xoroshiro128++ lane); sync bits ->
-  sync receiver (lock, offset, clock-offset tracking); fine-time histograms; counters;
+  sync receiver (lock, offset, clock-offset tracking); counters and fine-time histograms
+  (block RAM, :class:`~qkdlink.hdl.counter_ram.CounterRam`);
 * each detection while locked becomes a 64-bit record with Alice's slot index; one row of up
   to P records per clock enters the record FIFO, whose output feeds DETECTIONS frames on the
   host link. Sifting answers come back over the same link (SIFT_APPLY) and leave as key.
@@ -23,19 +24,29 @@ from ..hdl.detection import DetectionCombiner
 from ..hdl.sync_rx import SyncReceiver
 from ..hdl.sync import check_frame_log2
 from ..hdl.pulses import check_geometry
-from ..hdl.histogram import FineTimeHistogram
+from ..hdl.histogram import FineTimeBins
 from ..hdl.record_rows import RecordRowFifo
 from ..hdl.record_fifo import pack_record_value
 from ..hdl.entropy import Xoroshiro128ppLanes
 from ..hdl.regbank import RegisterBank
+from ..hdl.counter_ram import CounterRam
 from ..hdl.hostlink import HostLink
 from ..gateware.protocol import LINK_COUNTER_NAMES
-from .regmap import (BOB_REGISTERS, ID_BOB, REGMAP_VERSION, BOB_COUNTER48_NAMES, SIFT_COUNTER_NAMES,
-                     HISTOGRAM_BINS)
+from .regmap import (BOB_REGISTERS, ID_BOB, REGMAP_VERSION, BOB_COUNTER48_NAMES, BOB_COUNTER32_NAMES,
+                     SIFT_COUNTER_NAMES, HISTOGRAM_BINS)
 
 __all__ = ["Bob", "BobParams", "record_digest_bits", "DETECTORS"]
 
 DETECTORS = ("H", "V", "D", "A")
+
+# Counter RAM words (one 48-bit counter each) and the registers that read their shadows.
+_HIST_NAMES = tuple(f"HIST_{d}_{b}" for d in DETECTORS for b in range(HISTOGRAM_BINS))
+_BOB_C32 = tuple(n for n in BOB_COUNTER32_NAMES if n != "SNAP_DIGEST_RECORDS")
+BOB_COUNTER_WORDS = BOB_COUNTER48_NAMES + _BOB_C32 + _HIST_NAMES
+BOB_RAM_REGISTERS = {
+    **{f"{n}_{half}": (w, 32 * h) for w, n in enumerate(BOB_COUNTER48_NAMES) for h, half in enumerate(("LO", "HI"))},
+    **{n: (BOB_COUNTER_WORDS.index(n), 0) for n in _BOB_C32 + _HIST_NAMES},
+}
 
 
 def record_digest_bits(slots_per_clock: int) -> int:
@@ -101,14 +112,14 @@ class Bob(wiring.Component):
         S, P = p.samples_per_clock, p.slots_per_clock
         m = Module()
 
-        m.submodules.regs = regs = RegisterBank(BOB_REGISTERS)
+        m.submodules.regs = regs = RegisterBank(BOB_REGISTERS, BOB_RAM_REGISTERS, len(BOB_COUNTER_WORDS), 48)
         m.submodules.link = link = HostLink(sift_apply=True, pending_depth=p.pending_depth)
         m.submodules.tagger = tagger = TimeTagger(S, P, 4, p.max_delay_samples)
         m.submodules.sync_sampler = sampler = SyncSampler(S, P, p.max_delay_samples)
         m.submodules.prng = prng = Xoroshiro128ppLanes(1)
         m.submodules.combiner = comb = DetectionCombiner(P)
         m.submodules.sync_rx = srx = SyncReceiver(P, p.frame_log2)
-        m.submodules.histogram = hist = FineTimeHistogram(4, HISTOGRAM_BINS)
+        m.submodules.histogram = hist = FineTimeBins(4, HISTOGRAM_BINS)
         m.submodules.records = rows = RecordRowFifo(P, p.record_rows)
 
         wiring.connect(m, link.bus, regs.bus)
@@ -160,7 +171,6 @@ class Bob(wiring.Component):
             srx.loss_frames.eq(regs.sync_loss_frames),
             srx.track_slots.eq(regs.sync_track_slots),
             srx.relock.eq(relock),
-            hist.clear.eq(clear_hist),
         ]
         for c in range(4):
             m.d.comb += [
@@ -204,49 +214,50 @@ class Bob(wiring.Component):
             dig.data.eq(Cat(rows.w_records.as_value(), rec_mask)),
         ]
 
-        # Counters.
-        c48 = {name: Signal(48, name=name.lower()) for name in BOB_COUNTER48_NAMES if name != "SNAP_LOCAL_SLOT"}
+        # Counters, histograms and their snapshot shadows: a CounterRam (block RAM), one 48-bit
+        # word per counter; the SNAP_* and HIST_* registers read the shadows (32-bit ones the
+        # low bits). Clear groups: 0 CLEAR_COUNTERS, 1 CLEAR_HISTOGRAM, 2 never (the local slot
+        # counter, which counts like the sync receiver's).
         inc = {
-            "SNAP_DETECTED_Z": sum((dets[l].detected & ~dets[l].basis) & running for l in range(P)),
-            "SNAP_DETECTED_X": sum((dets[l].detected & dets[l].basis) & running for l in range(P)),
-            "SNAP_DOUBLE": sum((dets[l].detected & dets[l].double) & running for l in range(P)),
-            "SNAP_CROSS": sum((dets[l].detected & dets[l].cross) & running for l in range(P)),
-            "SNAP_SUPPRESSED": Mux(running, sum(tagger.suppressed[c] for c in range(4)), 0),
-            "SNAP_OUT_OF_GATE": Mux(running, sum(tagger.out_of_gate[c] for c in range(4)), 0),
-            "SNAP_RECORDS_DROPPED": rows.dropped,
-            "SNAP_UNLOCKED_DETECTIONS": sum(dets[l].detected & ~srx.locked & running for l in range(P)),
-            "SNAP_SIFT_UNANSWERED": link.sift_unanswered,
-            "SNAP_SIFT_UNMATCHED": link.sift_unmatched,
+            "SNAP_LOCAL_SLOT": (Mux(running, P, 0), P, 2),
+            "SNAP_DETECTED_Z": (sum((dets[l].detected & ~dets[l].basis) & running for l in range(P)), P, 0),
+            "SNAP_DETECTED_X": (sum((dets[l].detected & dets[l].basis) & running for l in range(P)), P, 0),
+            "SNAP_DOUBLE": (sum((dets[l].detected & dets[l].double) & running for l in range(P)), P, 0),
+            "SNAP_CROSS": (sum((dets[l].detected & dets[l].cross) & running for l in range(P)), P, 0),
+            "SNAP_SUPPRESSED": (Mux(running, sum(tagger.suppressed[c] for c in range(4)), 0), 4 * S, 0),
+            "SNAP_OUT_OF_GATE": (Mux(running, sum(tagger.out_of_gate[c] for c in range(4)), 0), 4, 0),
+            "SNAP_RECORDS_DROPPED": (rows.dropped, P, 0),
+            "SNAP_UNLOCKED_DETECTIONS": (sum(dets[l].detected & ~srx.locked & running for l in range(P)), P, 0),
         }
         for k, name in enumerate(SIFT_COUNTER_NAMES):
             pulse = link.sift_detected if "DETECTED" in name else link.sift_sifted
-            inc[name] = pulse & (link.sift_class == k % 6)
-        c32 = {"SNAP_LOCK_ACQUIRED": srx.lock_acquired, "SNAP_LOCK_LOST": srx.lock_lost,
-               "SNAP_SYNC_GOOD": srx.marker_good, "SNAP_SYNC_MISMATCH": srx.marker_mismatch,
-               "SNAP_SYNC_SLIPS": srx.marker_slip}
-        c32_sigs = {name: Signal(32, name=name.lower()) for name in c32}
-        with m.If(clear):
-            m.d.sync += [s.eq(0) for s in c48.values()] + [s.eq(0) for s in c32_sigs.values()]
-        with m.Else():
-            m.d.sync += [s.eq(s + inc[name]) for name, s in c48.items()]
-            m.d.sync += [s.eq(s + c32[name]) for name, s in c32_sigs.items()]
-
-        # Snapshot shadows.
-        snap48 = {name: Signal(48, name=f"shadow_{name.lower()}") for name in BOB_COUNTER48_NAMES}
-        snap32 = {name: Signal(32, name=f"shadow_{name.lower()}") for name in list(c32) + ["SNAP_DIGEST_RECORDS"]}
-        with m.If(snapshot):
-            m.d.sync += snap48["SNAP_LOCAL_SLOT"].eq(srx.local_slot)
-            m.d.sync += [snap48[n].eq(c48[n]) for n in c48]
-            m.d.sync += [snap32[n].eq(c32_sigs[n]) for n in c32_sigs]
-            m.d.sync += snap32["SNAP_DIGEST_RECORDS"].eq(dig.crc)
-        for name, sig in snap48.items():
-            m.d.comb += [getattr(regs, f"{name.lower()}_lo").eq(sig[:32]),
-                         getattr(regs, f"{name.lower()}_hi").eq(sig[32:])]
-        for name, sig in snap32.items():
-            m.d.comb += getattr(regs, name.lower()).eq(sig)
+            inc[name] = (pulse & (link.sift_class == k % 6), 1, 0)
+        inc["SNAP_SIFT_UNANSWERED"] = (link.sift_unanswered, 1, 0)
+        inc["SNAP_SIFT_UNMATCHED"] = (link.sift_unmatched, 1, 0)
+        inc.update({"SNAP_LOCK_ACQUIRED": (srx.lock_acquired, 1, 0), "SNAP_LOCK_LOST": (srx.lock_lost, 1, 0),
+                    "SNAP_SYNC_GOOD": (srx.marker_good, 1, 0), "SNAP_SYNC_MISMATCH": (srx.marker_mismatch, 1, 0),
+                    "SNAP_SYNC_SLIPS": (srx.marker_slip, 1, 0)})
         for c, dname in enumerate(DETECTORS):
             for b in range(HISTOGRAM_BINS):
-                m.d.comb += getattr(regs, f"hist_{dname.lower()}_{b}").eq(hist.counts[c][b])
+                inc[f"HIST_{dname}_{b}"] = (hist.hits[c][b], 1, 1)
+        assert tuple(inc) == BOB_COUNTER_WORDS
+        m.submodules.counters = cram = CounterRam(len(inc), 48, tuple(v[1] for v in inc.values()),
+                                                  tuple(v[2] for v in inc.values()))
+        m.d.comb += [cram.inc[w].eq(v[0]) for w, v in enumerate(inc.values())]
+        m.d.comb += [
+            cram.clear.eq(Cat(clear, clear_hist, 0)),
+            cram.snapshot.eq(snapshot),
+            cram.r_en.eq(regs.ram_en),
+            cram.r_addr.eq(regs.ram_addr),
+            regs.ram_data.eq(cram.r_data),
+            regs.busy.eq(cram.busy),
+        ]
+
+        # Digest shadow.
+        snap_digest = Signal(32)
+        with m.If(snapshot):
+            m.d.sync += snap_digest.eq(dig.crc)
+        m.d.comb += regs.snap_digest_records.eq(snap_digest)
         m.d.comb += [
             regs.id.eq(ID_BOB),
             regs.version.eq(REGMAP_VERSION),

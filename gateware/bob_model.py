@@ -53,7 +53,7 @@ class BobRun:
     rows_mask: np.ndarray      # (n, P) bool lanes with a record
     locked: np.ndarray         # (n,) bool
     snapshot: dict = field(default_factory=dict)   # SNAP_* name -> int
-    histogram: np.ndarray | None = None            # (4, HISTOGRAM_BINS)
+    histogram: np.ndarray | None = None            # (4, HISTOGRAM_BINS): HIST_* after a SNAPSHOT at the end
 
 
 def bob_model(params: BobParams, settings: BobSettings, det: np.ndarray, sync: np.ndarray) -> BobRun:

@@ -235,7 +235,7 @@ BOB_REGISTERS = RegisterMap("bob", _COMMON + (
         Field("RECORD_BITS", 2, 1, "include raw bit values in records: calibration only, never for key"),
     )),
     Register("CMD", 0x0011, ACCESS_STROBE, 6, "commands (write 1 to trigger)", fields=(
-        Field("SNAPSHOT", 0, 1, "copy counters and digests into the SNAP_* registers"),
+        Field("SNAPSHOT", 0, 1, "copy counters, digest and histograms into the SNAP_* and HIST_* registers"),
         Field("CLEAR_COUNTERS", 1, 1, "zero the counters and the digest (the local slot counter keeps running)"),
         Field("CLEAR_HISTOGRAM", 2, 1, "zero the fine-time histograms"),
         Field("RELOCK", 3, 1, "drop the sync lock and acquire again"),
@@ -267,6 +267,6 @@ BOB_REGISTERS = RegisterMap("bob", _COMMON + (
   + tuple(Register(n, 0x0090 + i, ACCESS_RO, 32, d + " (snapshot)")
           for i, (n, d) in enumerate(zip(BOB_COUNTER32_NAMES, _BOB_COUNTER32_DOCS)))
   + tuple(Register(f"HIST_{d}_{b}", 0x0100 + HISTOGRAM_BINS * i + b, ACCESS_RO, 32,
-                   f"live edges of detector {d} with fine time {b} (live)")
+                   f"live edges of detector {d} with fine time {b} (snapshot)")
           for i, d in enumerate(_DETECTORS) for b in range(HISTOGRAM_BINS))
   + _LINK)

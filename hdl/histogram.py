@@ -1,19 +1,22 @@
 """Fine-time histogram: per channel, live edges counted by fine time within the slot.
 
-See ``docs/receiver.md`` ("Fine-time histogram"). Fed by the :class:`TimeTagger` outputs
-``live`` and ``fine``; ``bins`` is ``K`` samples per slot. ``counts[c][b]`` counts the clocks
-with ``live[c]`` and ``fine[c] == b`` (``fine >= bins`` is not counted), wrapping at 2^32.
-``clear`` zeroes every bin and has priority: an edge presented with ``clear`` is not counted.
-The counters are registers: an input is counted ``LATENCY = 1`` clock later.
+See ``docs/receiver.md`` ("Fine-time histogram"). :class:`FineTimeBins` turns the
+:class:`TimeTagger` outputs ``live`` and ``fine`` into one hit per channel and bin and clock
+(combinational); the bins are counted by the endpoint's
+:class:`~qkdlink.hdl.counter_ram.CounterRam` (block RAM, one word per bin, cleared by its
+own clear group, read as snapshot values), which is far cheaper than ``channels x bins``
+32-bit counter registers and their read multiplexer. ``counts[c][b]`` counts the clocks with
+``live[c]`` and ``fine[c] == b`` (``fine >= bins`` is not counted), wrapping at 2^32 (the low
+32 bits of the counter); a clear drops the edges of its own clock (:func:`histogram_model`).
 """
 import numpy as np
 from amaranth.hdl import Module
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["FineTimeHistogram", "histogram_model", "COUNT_BITS"]
+__all__ = ["FineTimeBins", "histogram_model", "COUNT_BITS"]
 
-COUNT_BITS = 32      # width of a bin counter
+COUNT_BITS = 32      # width of a bin count as the host reads it
 
 
 def _check(channels, bins):
@@ -22,8 +25,8 @@ def _check(channels, bins):
             raise ValueError(f"{name} must be an integer in [1, {hi or 'inf'}], not {v!r}")
 
 
-class FineTimeHistogram(wiring.Component):
-    """``channels`` x ``bins`` 32-bit counters of live edges by fine time.
+class FineTimeBins(wiring.Component):
+    """Hits of ``channels`` x ``bins`` fine-time bins this clock (combinational).
 
     Ports
     -----
@@ -31,13 +34,9 @@ class FineTimeHistogram(wiring.Component):
         Bit ``c``: channel ``c`` has a live edge this clock.
     fine : In(ArrayLayout(unsigned(3), channels))
         Its fine time within the slot, samples.
-    clear : In(1)
-        Zero all bins (takes priority over counting).
-    counts : Out(ArrayLayout(ArrayLayout(unsigned(32), bins), channels))
-        ``counts[c][b]``: live edges of channel ``c`` with ``fine == b`` since reset or clear.
+    hits : Out(ArrayLayout(ArrayLayout(unsigned(1), bins), channels))
+        ``hits[c][b]``: ``live[c]`` and ``fine[c] == b``; the increments of the bin counters.
     """
-
-    LATENCY = 1
 
     def __init__(self, channels: int, bins: int):
         _check(channels, bins)
@@ -46,25 +45,19 @@ class FineTimeHistogram(wiring.Component):
         super().__init__({
             "live": In(self.channels),
             "fine": In(data.ArrayLayout(3, self.channels)),
-            "clear": In(1),
-            "counts": Out(data.ArrayLayout(data.ArrayLayout(COUNT_BITS, self.bins),
-                                           self.channels)),
+            "hits": Out(data.ArrayLayout(data.ArrayLayout(1, self.bins), self.channels)),
         })
 
     def elaborate(self, platform):
         m = Module()
         for c in range(self.channels):
             for b in range(self.bins):
-                count = self.counts[c][b]
-                with m.If(self.clear):
-                    m.d.sync += count.eq(0)
-                with m.Elif(self.live[c] & (self.fine[c] == b)):
-                    m.d.sync += count.eq(count + 1)
+                m.d.comb += self.hits[c][b].eq(self.live[c] & (self.fine[c] == b))
         return m
 
 
 def histogram_model(live, fine, bins: int, clear=None) -> np.ndarray:
-    """Model of :class:`FineTimeHistogram` after ``n`` clocks from reset.
+    """Model of the bin counts (:class:`FineTimeBins` counted from reset) after ``n`` clocks.
 
     ``live``: (n, channels) bool; ``fine``: (n, channels) int; ``clear``: optional (n,) bool.
     Returns the counts (channels, bins) uint32 after the last clock: live edges with

@@ -26,7 +26,8 @@ Structure (one byte per clock on both streams, every stage registered):
   (:mod:`qkdlink.hdl.sift_link`: Alice's SIFT_QUERY, Bob's SIFT_APPLY); with nothing handed
   over and no closed frame in CHECK/APPLY, Bob's DETECTIONS job runs if records wait. A job
   ends when its executor has handed over its last content byte and the framer is idle.
-* **core executor**: REG_WRITE (one bus write), REG_READ (``count`` back-to-back bus reads
+* **core executor**: REG_WRITE (one bus write, issued and acknowledged only while the bus
+  reports no ``busy``), REG_READ (``count`` back-to-back bus reads
   into a 32 x 32-bit memory, then the answer), CHOICE_QUERY (a query issuer streams
   ``count`` slot indices to the choice memory while the answer streams the replies out),
   NAKs. Executors produce the unstuffed content bytes TYPE PAYLOAD; a one-byte pipeline
@@ -428,14 +429,23 @@ class HostLink(wiring.Component):
                                 m.next = "CHOICE_START"
 
             with m.State("WRITE"):
-                m.d.comb += self.bus.w_en.eq(1)
-                m.next = "WRITE_RESP"
+                with m.If(~self.bus.busy):      # never write while a command is carried out
+                    m.d.comb += self.bus.w_en.eq(1)
+                    m.next = "WRITE_RESP"
             with m.State("WRITE_RESP"):
                 m.d.sync += [resp_kind.eq(_R_ACK), body.eq(_B_NONE),
                              status.eq(Status.OK)]
                 with m.If(self.bus.err):
                     m.d.sync += status.eq(Status.BAD_ADDRESS)
-                m.next = "LOAD"
+                with m.If(self.bus.busy):
+                    m.next = "WRITE_WAIT"
+                with m.Else():
+                    m.next = "LOAD"
+            with m.State("WRITE_WAIT"):
+                # The slave still carries out the write (a counter snapshot or clear sweep):
+                # the acknowledgement leaves after it, so a later read sees the result.
+                with m.If(~self.bus.busy):
+                    m.next = "LOAD"
 
             with m.State("READ_START"):
                 m.d.sync += [resp_kind.eq(_R_READ), rleft.eq(p[2]), widx.eq(0), err_acc.eq(0)]

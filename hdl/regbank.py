@@ -13,8 +13,20 @@ valid in the following cycle (registered). Either request may be issued every cy
 * ``err`` is low in a cycle that follows no request. ``r_data`` keeps its value until the
   next read. A cycle with both ``w_en`` and ``r_en`` performs both (the read sees the old
   value) and ``err`` is the OR of both errors; the host link never does that.
+* ``busy`` (slave to master, combinational): a command is still being carried out (a
+  :class:`~qkdlink.hdl.counter_ram.CounterRam` snapshot or clear sweep, also the one after
+  reset). A master issues ``w_en`` only while ``busy`` is low (the counter RAM ignores
+  commands during a sweep), and one that answers a write (the host link's REG_WRITE
+  acknowledgement) waits until ``busy`` is low again, so a host that reads after the
+  acknowledgement sees the finished command. Reads may be issued at any time.
+
+RAM-backed registers (``ram_registers``): RO registers whose value is a slice of a word of an
+external synchronous RAM read port (a counter RAM's shadows). The bank drives ``ram_addr``
+with the word of the addressed register and ``ram_en`` with ``r_en`` in the request cycle;
+the RAM's registered output ``ram_data`` (held while ``ram_en`` is low) is sliced and
+returned in the next cycle, as any register read.
 """
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -34,6 +46,7 @@ class RegisterBusSignature(wiring.Signature):
             "r_en": Out(1),
             "r_data": In(32),
             "err": In(1),
+            "busy": In(1),
         })
 
     def __eq__(self, other):
@@ -47,16 +60,41 @@ class RegisterBank(wiring.Component):
     """The registers of ``regmap`` behind a :class:`RegisterBusSignature` slave port.
 
     One port per register, named ``register.name.lower()``: RW -> ``Out(width)`` holding the
-    value (init = reset value), RO -> ``In(width)``, STROBE -> ``Out(width)`` one-cycle pulses.
+    value (init = reset value), RO -> ``In(width)``, STROBE -> ``Out(width)`` one-cycle pulses;
+    none for RAM-backed registers. ``busy`` (In) is passed to the bus.
+
+    ``ram_registers``: ``{name: (word, lsb)}`` of RO registers read from bits
+    ``lsb .. lsb + width - 1`` of word ``word`` of a RAM with ``ram_depth`` words of
+    ``ram_width`` bits; then the bank has ports ``ram_en``, ``ram_addr`` (Out) and ``ram_data``
+    (In) for the RAM's read port (address in the request cycle, data in the next).
     """
 
-    def __init__(self, regmap: RegisterMap):
+    def __init__(self, regmap: RegisterMap, ram_registers: dict | None = None, ram_depth: int = 0,
+                 ram_width: int = 32):
         self.regmap = regmap
-        members = {"bus": In(RegisterBusSignature())}
+        self.ram_registers = dict(ram_registers or {})
+        members = {"bus": In(RegisterBusSignature()), "busy": In(1)}
+        if self.ram_registers:
+            if ram_depth < 1 or ram_width < 1:
+                raise ValueError(f"ram_depth = {ram_depth} and ram_width = {ram_width} must be >= 1 "
+                                 "with RAM-backed registers")
+            members.update({"ram_en": Out(1), "ram_addr": Out(range(ram_depth)), "ram_data": In(ram_width)})
+        for name, (word, lsb) in self.ram_registers.items():
+            if name not in regmap:
+                raise ValueError(f"RAM-backed register {name!r} is not in register map {regmap.name}")
+            reg = regmap[name]
+            if reg.access != ACCESS_RO:
+                raise ValueError(f"RAM-backed register {name}: access {reg.access!r}, must be {ACCESS_RO!r}")
+            if not 0 <= word < ram_depth or lsb < 0 or lsb + reg.width > ram_width:
+                raise ValueError(f"RAM-backed register {name}: word {word}, bits {lsb}..{lsb + reg.width - 1} "
+                                 f"outside the RAM ({ram_depth} x {ram_width} bits)")
+        self.ram_depth, self.ram_width = ram_depth, ram_width
         for reg in regmap:
             pname = reg.name.lower()
             if pname in members or pname.startswith("_") or hasattr(wiring.Component, pname):
                 raise ValueError(f"register {reg.name}: port name {pname!r} clashes with the component")
+            if reg.name in self.ram_registers:
+                continue
             if reg.access == ACCESS_RO:
                 members[pname] = In(reg.width)
             elif reg.access == ACCESS_RW:
@@ -68,6 +106,8 @@ class RegisterBank(wiring.Component):
     def port(self, name: str):
         """The port of register ``name`` (any case)."""
         reg = self.regmap[name.upper()]
+        if reg.name in self.ram_registers:
+            raise KeyError(f"register {reg.name} is RAM-backed and has no port")
         return getattr(self, reg.name.lower())
 
     def elaborate(self, platform):
@@ -80,14 +120,41 @@ class RegisterBank(wiring.Component):
 
         err = Signal()
         r_data = Signal(32)
-        m.d.comb += [bus.err.eq(err), bus.r_data.eq(r_data)]
+        m.d.comb += [bus.err.eq(err), bus.busy.eq(self.busy)]
         m.d.sync += err.eq(0)
 
+        # RAM-backed registers: word address in the request cycle, slice in the response.
+        slices = sorted({(lsb, self.regmap[n].width) for n, (_, lsb) in self.ram_registers.items()})
+        from_ram = Signal()
+        ram_sel = Signal(range(max(1, len(slices))))
+        if self.ram_registers:
+            ram_value = Signal(32)
+            m.d.comb += self.ram_en.eq(bus.r_en)
+            # The word address matters only for RAM-backed registers: decode just enough low
+            # address bits to tell those apart (a short path to the RAM's address input).
+            addrs = [self.regmap[name].addr for name in self.ram_registers]
+            low = next(b for b in range(17) if len({a & ((1 << b) - 1) for a in addrs}) == len(addrs))
+            with m.Switch(bus.addr[:low]):
+                for name, (word, _) in self.ram_registers.items():
+                    with m.Case(self.regmap[name].addr & ((1 << low) - 1)):
+                        m.d.comb += self.ram_addr.eq(word)
+            with m.Switch(ram_sel):
+                for j, (lsb, width) in enumerate(slices):
+                    with m.Case(j):
+                        m.d.comb += ram_value.eq(self.ram_data[lsb:lsb + width])
+            m.d.comb += bus.r_data.eq(Mux(from_ram, ram_value, r_data))
+        else:
+            m.d.comb += bus.r_data.eq(r_data)
+
         with m.If(bus.r_en):
+            m.d.sync += from_ram.eq(0)
             with m.Switch(bus.addr):
                 for reg in self.regmap:
                     with m.Case(reg.addr):
-                        if reg.access == ACCESS_STROBE:
+                        if reg.name in self.ram_registers:
+                            lsb = self.ram_registers[reg.name][1]
+                            m.d.sync += [from_ram.eq(1), ram_sel.eq(slices.index((lsb, reg.width)))]
+                        elif reg.access == ACCESS_STROBE:
                             m.d.sync += r_data.eq(0)
                         else:
                             m.d.sync += r_data.eq(self.port(reg.name))

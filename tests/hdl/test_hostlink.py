@@ -406,3 +406,73 @@ def test_random_stream(seed):
     h.read(R["RX_FRAMES"].addr, 9)
     run_link(bytes(h.stream), choice=choice, seed=seed, tx_ready_p=rng.choice((1.0, 0.5)),
              rx_valid_p=0.8, ans_ready_p=0.7, ans_delay=(1, 4))
+
+
+def test_write_ack_waits_for_the_snapshot_sweep():
+    """CMD.SNAPSHOT against a CounterRam: the ACK leaves after ``busy`` falls, and reads right
+    after it see the complete snapshot (every counter counts every clock)."""
+    from qkdlink.gateware.alice import ALICE_COUNTER_WORDS, ALICE_RAM_REGISTERS
+    from qkdlink.hdl.counter_ram import CounterRam
+    n = len(ALICE_COUNTER_WORDS)
+    link = HostLink()
+    bank = RegisterBank(R, ALICE_RAM_REGISTERS, n, 48)
+    cram = CounterRam(n, 48, 1)
+    m = Module()
+    m.submodules += [link, bank, cram]
+    wiring.connect(m, link.bus, bank.bus)
+    m.d.comb += [cram.inc[i].eq(1) for i in range(n)]
+    m.d.comb += [cram.snapshot.eq(bank.cmd[0]), cram.clear.eq(bank.cmd[1]), cram.r_en.eq(bank.ram_en),
+                 cram.r_addr.eq(bank.ram_addr), bank.ram_data.eq(cram.r_data), bank.busy.eq(cram.busy)]
+    h = Host()
+    for cmd in (0b01, 0b11, 0b01):           # snapshot; snapshot + clear; snapshot
+        h.write(R["CMD"].addr, cmd)
+        h.read(R["SNAP_SLOT_LO"].addr, 2 * 10)
+        h.read(R["SNAP_RCT_FAILS"].addr, 2)
+        h.read(R["SNAP_SIFT_DETECTED_SIGNAL_Z_LO"].addr, 2 * 13)
+    data = bytes(h.stream)
+    out = bytearray()
+    events = {"strobe": [], "busy_fall": [], "frame_start": []}
+
+    async def tb(ctx):
+        pos, cycle, idle, busy_prev, in_frame = 0, 0, 0, False, False
+        ctx.set(link.tx.ready, 1)
+        while cycle < 20000 and not (pos == len(data) and idle > 200):
+            ctx.set(link.rx.valid, pos < len(data))
+            if pos < len(data):
+                ctx.set(link.rx.payload, data[pos])
+            _, _, rx_r, tx_v, tx_d, cmd, busy = await ctx.tick().sample(
+                link.rx.ready, link.tx.valid, link.tx.payload, bank.cmd, cram.busy)
+            if pos < len(data) and rx_r:
+                pos += 1
+            if cmd & 1:
+                events["strobe"].append(cycle)
+            if busy_prev and not busy:
+                events["busy_fall"].append(cycle)
+            busy_prev = busy
+            idle += 1
+            if tx_v:
+                idle = 0
+                out.append(tx_d)
+                if tx_d == FLAG and not in_frame:
+                    events["frame_start"].append(cycle)
+                in_frame = (tx_d != FLAG) or not in_frame
+            cycle += 1
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    msgs, _ = answers(bytes(out))
+    assert len(msgs) == 12 and len(events["strobe"]) == 3
+    for k, t in enumerate(events["strobe"]):
+        ack, lo_hi, fails, sift = msgs[4 * k:4 * k + 4]
+        assert isinstance(ack, P.WriteAck) and ack.status == Status.OK
+        fall = min(c for c in events["busy_fall"] if c > t)
+        assert fall >= t + cram.sweep_clocks
+        ack_start = events["frame_start"][4 * k]
+        assert ack_start > fall, "the ACK left before the sweep finished"
+        # counters count every clock from reset (clock 0) or after the clear before
+        value = t if k < 2 else t - 1 - events["strobe"][1]
+        assert lo_hi.values == (value & 0xFFFFFFFF, value >> 32) * 10
+        assert fails.values == (value,) * 2
+        assert sift.values == (value & 0xFFFFFFFF, value >> 32) * 13
