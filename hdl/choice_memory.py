@@ -104,15 +104,14 @@ class ChoiceMemory(wiring.Component):
             wr.en.eq(self.write),
         ]
         # ok_from = max(0, written_end - D + P), kept in a register of its own so that the
-        # classification below is two compares of q against registers (no adder before them).
+        # classification below is two compares of q against registers (no adder before them);
+        # from the write's slot_base: max(0, slot_base - (D - 2P)), one subtraction deep.
         ok_from = Signal(SLOT_BITS + 1)
-        end_next = Signal(SLOT_BITS + 1)
-        m.d.comb += end_next.eq(self.slot_base + P)
         with m.If(self.clear):
             m.d.sync += [written_end.eq(0), ok_from.eq(0)]
         with m.Elif(self.write):
-            m.d.sync += [written_end.eq(end_next),
-                         ok_from.eq(Mux(end_next >= D - P, end_next - (D - P), 0))]
+            m.d.sync += [written_end.eq(self.slot_base + P),
+                         ok_from.eq(Mux(self.slot_base >= D - 2 * P, self.slot_base - (D - 2 * P), 0))]
 
         q = self.query.payload
         accept = Signal()
