@@ -243,14 +243,23 @@ class Bob(wiring.Component):
         assert tuple(inc) == BOB_COUNTER_WORDS
         m.submodules.counters = cram = CounterRam(len(inc), 48, tuple(v[1] for v in inc.values()),
                                                   tuple(v[2] for v in inc.values()))
-        m.d.comb += [cram.inc[w].eq(v[0]) for w, v in enumerate(inc.values())]
+        # The increments, clears and snapshot reach the counter RAM through one register stage
+        # (all delayed alike, so the counted values are unchanged); the undelayed commands
+        # count as busy, so the host link's acknowledgement still waits for the sweep.
+        cmd_clear = Signal(3)
+        cmd_snapshot = Signal()
+        m.d.sync += [cmd_clear.eq(Cat(clear, clear_hist, 0)), cmd_snapshot.eq(snapshot)]
+        for w, v in enumerate(inc.values()):
+            inc_r = Signal.like(cram.inc[w], name=f"inc_r{w}")
+            m.d.sync += inc_r.eq(v[0])
+            m.d.comb += cram.inc[w].eq(inc_r)
         m.d.comb += [
-            cram.clear.eq(Cat(clear, clear_hist, 0)),
-            cram.snapshot.eq(snapshot),
+            cram.clear.eq(cmd_clear),
+            cram.snapshot.eq(cmd_snapshot),
             cram.r_en.eq(regs.ram_en),
             cram.r_addr.eq(regs.ram_addr),
             regs.ram_data.eq(cram.r_data),
-            regs.busy.eq(cram.busy),
+            regs.busy.eq(cram.busy | clear | clear_hist | snapshot),
         ]
 
         # Digest shadow.

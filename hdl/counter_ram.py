@@ -212,16 +212,22 @@ class CounterRam(wiring.Component):
                 m.d.sync += hold[i].eq(Mux(ptr == i, 0, acc[i]))
 
         # Stage B: read data arrives; register it with the visit's values.
+        # (the selected accumulator and hold are registered as they are; their sum is formed
+        # in stage B, so stage A is only the selection)
         b_addr = Signal(range(N))
-        b_sum = Signal(k)
+        b_acc = Signal(k)
+        b_hold_sum = Signal(k)
         b_hold = Signal(k)
         b_zero = Signal()
         b_snap = Signal()
         b_boot = Signal()
         m.d.sync += [
-            b_addr.eq(ptr), b_sum.eq(acc_p + Mux(zero_p, 0, hold_p)), b_hold.eq(hold_p), b_zero.eq(zero_p),
+            b_addr.eq(ptr), b_acc.eq(acc_p), b_hold_sum.eq(Mux(zero_p, 0, hold_p)), b_hold.eq(hold_p),
+            b_zero.eq(zero_p),
             b_snap.eq(in_sweep & sw_snap), b_boot.eq(in_sweep & sw_boot), b_sweep.eq(in_sweep),
         ]
+        b_sum = Signal(k)
+        m.d.comb += b_sum.eq(b_acc + b_hold_sum)
         c_addr = Signal(range(N))
         c_rd = Signal(W)
         c_sum = Signal(k)

@@ -2,10 +2,10 @@
 
 Reduced-but-real configuration for CI time: P = 1 slot per clock (S = 4 samples per clock
 through the ODDRX2F/IDDRX2F gearing, as in the full build), small choice memory and record
-FIFO, at a 100 MHz system clock (200 MHz ECLK): the endpoints reach ~121 MHz on this part
-today (host-link register read path, docs/boards.md), so 156.25 MHz would fail timing. The
-full-rate builds (P = 4, 156.25 MHz) are in benchmarks/boards_fmax.py. The iCEBreaker (iCE40UP5K) does not fit either endpoint today
-(docs/boards.md), so it has no bitstream test.
+FIFO, at a 100 MHz system clock (200 MHz ECLK), which leaves margin for placement noise. The
+full-rate builds (P = 4, 156.25 MHz; 139-151 MHz reached today, docs/boards.md) are in
+benchmarks/boards_fmax.py. The iCEBreaker (iCE40UP5K) does not fit either endpoint today
+(docs/boards.md), so its CI builds are the bring-up design.
 """
 import json
 
