@@ -122,8 +122,9 @@ class Alice(wiring.Component):
         S, P = p.samples_per_clock, p.slots_per_clock
         m = Module()
 
-        m.submodules.regs = regs = RegisterBank(ALICE_REGISTERS, ALICE_RAM_REGISTERS, len(ALICE_COUNTER_WORDS), 48)
-        m.submodules.link = link = HostLink(choice_query=True, sift_query=True)
+        m.submodules.regs = regs = RegisterBank(ALICE_REGISTERS, ALICE_RAM_REGISTERS, len(ALICE_COUNTER_WORDS), 48,
+                                                    read_latency=2)
+        m.submodules.link = link = HostLink(choice_query=True, sift_query=True, read_latency=2)
         m.submodules.entropy = ent = EntropySource(P, has_prng=p.has_prng, has_qrng=p.has_qrng)
         m.submodules.symbols = sel = SymbolSelector(P)
         m.submodules.sync_marker = sync = SyncMarker(P, p.frame_log2)

@@ -112,8 +112,9 @@ class Bob(wiring.Component):
         S, P = p.samples_per_clock, p.slots_per_clock
         m = Module()
 
-        m.submodules.regs = regs = RegisterBank(BOB_REGISTERS, BOB_RAM_REGISTERS, len(BOB_COUNTER_WORDS), 48)
-        m.submodules.link = link = HostLink(sift_apply=True, pending_depth=p.pending_depth)
+        m.submodules.regs = regs = RegisterBank(BOB_REGISTERS, BOB_RAM_REGISTERS, len(BOB_COUNTER_WORDS), 48,
+                                                  read_latency=2)
+        m.submodules.link = link = HostLink(sift_apply=True, pending_depth=p.pending_depth, read_latency=2)
         m.submodules.tagger = tagger = TimeTagger(S, P, 4, p.max_delay_samples)
         m.submodules.sync_sampler = sampler = SyncSampler(S, P, p.max_delay_samples)
         m.submodules.prng = prng = Xoroshiro128ppLanes(1)

@@ -93,7 +93,10 @@ class HostLink(wiring.Component):
     """
 
     def __init__(self, *, choice_query: bool = False, sift_query: bool = False,
-                 sift_apply: bool = False, pending_depth: int = 1024):
+                 sift_apply: bool = False, pending_depth: int = 1024, read_latency: int = 1):
+        if read_latency not in (1, 2):
+            raise ValueError(f"read_latency = {read_latency!r} must be 1 or 2 (register bus clocks)")
+        self.read_latency = read_latency
         self.has_choice = bool(choice_query)
         self.has_sift_query = bool(sift_query)
         self.has_sift_apply = bool(sift_apply)
@@ -354,9 +357,12 @@ class HostLink(wiring.Component):
         raddr = Signal(17)               # bus address; bit 16 = past the end of the address space
         rleft = Signal(range(MAX_READ_COUNT + 1))
         widx = Signal(range(MAX_READ_COUNT))
-        pend = Signal()
+        pend = Signal()                 # a read's data and err are on the bus this clock
         pend_idx = Signal(range(MAX_READ_COUNT))
         pend_oob = Signal()
+        issued = Signal()               # read_latency 2: a read issued last clock
+        issued_idx = Signal(range(MAX_READ_COUNT))
+        issued_oob = Signal()
         err_acc = Signal()
         resp_kind = Signal(2)
         status = Signal(2)
@@ -457,10 +463,14 @@ class HostLink(wiring.Component):
             with m.State("READ"):
                 issue = Signal()
                 m.d.comb += [issue.eq(rleft != 0), self.bus.r_en.eq(issue)]
-                m.d.sync += [pend.eq(issue), pend_idx.eq(widx), pend_oob.eq(raddr[16])]
+                if self.read_latency == 1:
+                    m.d.sync += [pend.eq(issue), pend_idx.eq(widx), pend_oob.eq(raddr[16])]
+                else:
+                    m.d.sync += [issued.eq(issue), issued_idx.eq(widx), issued_oob.eq(raddr[16]),
+                                 pend.eq(issued), pend_idx.eq(issued_idx), pend_oob.eq(issued_oob)]
                 with m.If(issue):
                     m.d.sync += [raddr.eq(raddr + 1), rleft.eq(rleft - 1), widx.eq(widx + 1)]
-                with m.Elif(~pend):
+                with m.Elif(~pend & ~issued):
                     m.d.sync += [status.eq(Status.OK), body.eq(_B_WORDS)]
                     with m.If(err_acc):
                         m.d.sync += [status.eq(Status.BAD_ADDRESS), body.eq(_B_NONE)]

@@ -25,6 +25,11 @@ external synchronous RAM read port (a counter RAM's shadows). The bank drives ``
 with the word of the addressed register and ``ram_en`` with ``r_en`` in the request cycle;
 the RAM's registered output ``ram_data`` (held while ``ram_en`` is low) is sliced and
 returned in the next cycle, as any register read.
+
+``read_latency=2``: read data and read ``err`` come two cycles after ``r_en`` instead of one
+(the request, and the RAM word address, are registered first); writes are unchanged. The
+host link is built with the same ``read_latency``. The endpoints use 2: it takes the address
+decode out of the path from the host link's address register to the read data.
 """
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
@@ -70,7 +75,10 @@ class RegisterBank(wiring.Component):
     """
 
     def __init__(self, regmap: RegisterMap, ram_registers: dict | None = None, ram_depth: int = 0,
-                 ram_width: int = 32):
+                 ram_width: int = 32, read_latency: int = 1):
+        if read_latency not in (1, 2):
+            raise ValueError(f"read_latency = {read_latency!r} must be 1 or 2")
+        self.read_latency = read_latency
         self.regmap = regmap
         self.ram_registers = dict(ram_registers or {})
         members = {"bus": In(RegisterBusSignature()), "busy": In(1)}
@@ -127,17 +135,28 @@ class RegisterBank(wiring.Component):
         slices = sorted({(lsb, self.regmap[n].width) for n, (_, lsb) in self.ram_registers.items()})
         from_ram = Signal()
         ram_sel = Signal(range(max(1, len(slices))))
+        # read_latency 2: the request is registered first (the decode below starts from a
+        # register next to the bank, and the RAM word address is registered too).
+        if self.read_latency == 2:
+            r_en_eff, r_addr_eff = Signal(), Signal(16)
+            m.d.sync += [r_en_eff.eq(bus.r_en), r_addr_eff.eq(bus.addr)]
+        else:
+            r_en_eff, r_addr_eff = bus.r_en, bus.addr
         if self.ram_registers:
             ram_value = Signal(32)
-            m.d.comb += self.ram_en.eq(bus.r_en)
+            word = Signal.like(self.ram_addr)
             # The word address matters only for RAM-backed registers: decode just enough low
             # address bits to tell those apart (a short path to the RAM's address input).
             addrs = [self.regmap[name].addr for name in self.ram_registers]
             low = next(b for b in range(17) if len({a & ((1 << b) - 1) for a in addrs}) == len(addrs))
             with m.Switch(bus.addr[:low]):
-                for name, (word, _) in self.ram_registers.items():
+                for name, (w, _) in self.ram_registers.items():
                     with m.Case(self.regmap[name].addr & ((1 << low) - 1)):
-                        m.d.comb += self.ram_addr.eq(word)
+                        m.d.comb += word.eq(w)
+            if self.read_latency == 2:
+                m.d.sync += [self.ram_en.eq(bus.r_en), self.ram_addr.eq(word)]
+            else:
+                m.d.comb += [self.ram_en.eq(bus.r_en), self.ram_addr.eq(word)]
             with m.Switch(ram_sel):
                 for j, (lsb, width) in enumerate(slices):
                     with m.Case(j):
@@ -146,9 +165,9 @@ class RegisterBank(wiring.Component):
         else:
             m.d.comb += bus.r_data.eq(r_data)
 
-        with m.If(bus.r_en):
+        with m.If(r_en_eff):
             m.d.sync += from_ram.eq(0)
-            with m.Switch(bus.addr):
+            with m.Switch(r_addr_eff):
                 for reg in self.regmap:
                     with m.Case(reg.addr):
                         if reg.name in self.ram_registers:

@@ -51,7 +51,7 @@ class ChoiceTable:
 
 
 def run_link(data: bytes, *, regmap=R, choice=None, seed=0, tx_ready_p=1.0, rx_valid_p=1.0,
-             ans_ready_p=1.0, ans_delay=(1, 1), ready_waits_valid=False, check_model=True):
+             ans_ready_p=1.0, ans_delay=(1, 1), ready_waits_valid=False, check_model=True, read_latency=1):
     """Feed ``data`` to the gateware; return (output bytes, results, model).
 
     ``ready_waits_valid``: the tx sink raises ``ready`` only while ``valid`` is high (legal for
@@ -61,8 +61,8 @@ def run_link(data: bytes, *, regmap=R, choice=None, seed=0, tx_ready_p=1.0, rx_v
     model = DeviceModel(regmap, ro=dict(ro), choice=choice)
     expected = model.feed(data)
 
-    link = HostLink(choice_query=choice is not None)
-    bank = RegisterBank(regmap)
+    link = HostLink(choice_query=choice is not None, read_latency=read_latency)
+    bank = RegisterBank(regmap, read_latency=read_latency)
     m = Module()
     m.submodules.link = link
     m.submodules.bank = bank
@@ -234,7 +234,8 @@ BIG = RegisterMap("big", tuple(Register(f"R{i}", 0x100 + i, ACCESS_RW, 32, "", r
                      Register("LOW", 0x0000, ACCESS_RW, 32, "")))
 
 
-def test_burst_reads():
+@pytest.mark.parametrize("read_latency", [1, 2])
+def test_burst_reads(read_latency):
     h = Host()
     rng = random.Random(3)
     for i in range(40):
@@ -249,7 +250,7 @@ def test_burst_reads():
     h.read(0xFFFE, 2)                 # OK, last two addresses
     h.read(0xFFFF, 2)                 # past 0xFFFF -> BAD_ADDRESS (no wrap to 0x0000)
     h.read(0xFFFE, 32)
-    out, _, model = run_link(bytes(h.stream), regmap=BIG)
+    out, _, model = run_link(bytes(h.stream), regmap=BIG, read_latency=read_latency)
     msgs, _ = answers(out)
     reads = msgs[40:]
     assert reads[0].status == Status.OK and reads[0].values == tuple(model.rw[f"R{i}"] for i in range(32))
@@ -373,8 +374,8 @@ def test_choice_query(tx_ready_p, ans_ready_p, delay):
     assert msgs[7].values[0] == 8 and res["counters"]["rx_bad_length"] == 0
 
 
-@pytest.mark.parametrize("seed", [21, 22, 23])
-def test_random_stream(seed):
+@pytest.mark.parametrize("seed, read_latency", [(21, 1), (22, 2), (23, 1), (24, 2)])
+def test_random_stream(seed, read_latency):
     """Random requests, corruptions and garbage, random back-pressure everywhere."""
     rng = random.Random(seed)
     choice = ChoiceTable(seed=seed, slots=range(0, 400))
@@ -404,7 +405,8 @@ def test_random_stream(seed):
         if rng.random() < 0.1:
             h.seq = rng.getrandbits(8)
     h.read(R["RX_FRAMES"].addr, 9)
-    run_link(bytes(h.stream), choice=choice, seed=seed, tx_ready_p=rng.choice((1.0, 0.5)),
+    run_link(bytes(h.stream), choice=choice, seed=seed, read_latency=read_latency,
+             tx_ready_p=rng.choice((1.0, 0.5)),
              rx_valid_p=0.8, ans_ready_p=0.7, ans_delay=(1, 4))
 
 

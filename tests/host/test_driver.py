@@ -151,7 +151,7 @@ def test_alice_gateware_over_transport(transport, uart, tmp_path):
     slots = 40_000
     with serving("alice", transport=transport, uart=uart, work_dir=tmp_path) as address:
         with open_transport(address) as t:
-            d = Device(t, timeout_s=5.0)
+            d = Device(t, timeout_s=30.0)    # liveness bound; the simulator may be starved on a loaded machine
             assert d.identify()["role"] == "alice"
             _configure(d, None)
             d.write("STOP_AT_SLOT_LO", slots)
@@ -165,7 +165,7 @@ def test_alice_gateware_over_transport(transport, uart, tmp_path):
         with open_transport(address) as t:
             t.write(bytes(np.random.default_rng(5).integers(0, 256, 500, dtype=np.uint8)))
         with open_transport(address) as t:
-            d = Device(t, timeout_s=5.0)
+            d = Device(t, timeout_s=30.0)    # liveness bound; the simulator may be starved on a loaded machine
             stats = d.link_counters()
             assert d.snapshot()["SNAP_SLOT"] == slots
     params = AliceParams.from_config(cfg.gateware)
@@ -197,7 +197,7 @@ def test_bob_record_stream_over_pty(tmp_path):
     write_events(tmp_path / "stim.hex", det, sync, S)
     with serving("bob", stim=str(tmp_path / "stim.hex"), work_dir=tmp_path / "w") as address:
         with open_transport(address) as t:
-            d = Device(t, timeout_s=5.0)
+            d = Device(t, timeout_s=30.0)    # liveness bound; the simulator may be starved on a loaded machine
             _configure(d, None)
             d.write("CTRL", d.field_value("CTRL", RUN=1, RECORDS=1, RECORD_BITS=1))
             got = []
