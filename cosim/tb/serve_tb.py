@@ -80,7 +80,16 @@ class _UnixServer:
         self.client = conn
 
     def read(self) -> bytes:
+        # The current host's bytes first: a new connection replaces it only once everything it
+        # sent has been read (else a host that writes and closes just before the next one
+        # connects would lose its last bytes).
+        data = self._recv()
+        if data:
+            return data
         self._accept()
+        return self._recv()
+
+    def _recv(self) -> bytes:
         if self.client is None:
             return b""
         try:

@@ -166,7 +166,14 @@ def test_alice_gateware_over_transport(transport, uart, tmp_path):
             t.write(bytes(np.random.default_rng(5).integers(0, 256, 500, dtype=np.uint8)))
         with open_transport(address) as t:
             d = Device(t, timeout_s=30.0)    # liveness bound; the simulator may be starved on a loaded machine
-            stats = d.link_counters()
+            deadline = time.monotonic() + 60     # the garbage may still be on its way through the bridge
+            while True:
+                stats = d.link_counters()
+                errors = (stats["RX_CRC_ERRORS"] + stats["RX_FRAMING_ERRORS"] + stats["RX_OVERSIZE"]
+                          + stats["RX_TRUNCATED"])
+                if errors > 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
             assert d.snapshot()["SNAP_SLOT"] == slots
     params = AliceParams.from_config(cfg.gateware)
     expected = model(params, AliceSettings.from_config(cfg), [slots // params.slots_per_clock]).snapshots[-1]
