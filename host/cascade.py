@@ -942,14 +942,7 @@ class _BobSession:
         if self.rounds >= self.max_rounds:
             raise ValueError(f"Cascade did not converge in {self.max_rounds} round trips (honest runs need "
                              "150-1300): Alice's answers are inconsistent with Bob's key (tampered messages?)")
-        answer = self.ask_alice(query)
-        self.rounds += 1
-        try:
-            pars = answer["parities"]
-        except (TypeError, KeyError, IndexError):
-            raise ValueError("Alice's answer must be a dict with 'parities'") from None
-        if len(pars) != len(requests):
-            raise ValueError(f"Alice answered {len(pars)} requests, Bob asked {len(requests)}")
+        pars = self._ask_parities(query, len(requests))
         out = []
         for req, par in zip(requests, pars):
             par = np.asarray(par, dtype=np.uint8).reshape(-1)
@@ -1144,6 +1137,18 @@ class _BobSession:
             setattr(self, name, arr)
 
     # ------------------------------------------------------------------ one round
+    def _ask_parities(self, query: dict, n_requests: int) -> list:
+        """One round trip: Alice's parities for the ``n_requests`` requests of ``query``."""
+        answer = self.ask_alice(query)
+        self.rounds += 1
+        try:
+            pars = answer["parities"]
+        except (TypeError, KeyError, IndexError):
+            raise ValueError("Alice's answer must be a dict with 'parities'") from None
+        if len(pars) != n_requests:
+            raise ValueError(f"Alice answered {len(pars)} requests, Bob asked {n_requests}")
+        return pars
+
     def _round(self) -> None:
         """One binary-search step of every open leaf, in every frame and pass, then the flips."""
         g, pid, d, st = self.Wg, self.Wp, self.Wd, self.Ws
@@ -1419,15 +1424,7 @@ class _NativeBobSession(_BobSession):
                 query = dict(head)
                 query["requests"] = [{"kind": "ranges", "pass": pid, "frame": fr, "start": start,
                                       "stop": stop}]
-                answer = self.ask_alice(query)
-                self.rounds += 1
-                try:
-                    pars = answer["parities"]
-                except (TypeError, KeyError, IndexError):
-                    raise ValueError("Alice's answer must be a dict with 'parities'") from None
-                if len(pars) != 1:
-                    raise ValueError(f"Alice answered {len(pars)} requests, Bob asked 1")
-                par = pars[0]
+                par = self._ask_parities(query, 1)[0]
                 try:
                     size = len(par)
                 except TypeError:
