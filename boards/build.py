@@ -65,10 +65,11 @@ def gateware_params(board, role: str, gw, *, samples_per_clock=None, slots_per_c
     if role == "alice":
         depth = choice_depth_slots or board.choice_depth_slots
         prng = gw.entropy_source == "prng"
-        return AliceParams(S, P, depth, gw.sync_frame_log2, has_prng=prng, has_qrng=True), f
+        return AliceParams(S, P, depth, gw.sync_frame_log2, has_prng=prng, has_qrng=True,
+                           has_digests=board.digests), f
     if role == "bob":
         return BobParams(S, P, gw.sync_frame_log2, record_rows=record_rows or board.record_rows,
-                         pending_depth=pending_depth or board.pending_depth), f
+                         pending_depth=pending_depth or board.pending_depth, has_digests=board.digests), f
     raise ValueError(f"role {role!r}: must be 'alice' or 'bob'")
 
 

@@ -13,7 +13,7 @@ framed host link (``docs/hostlink.md``) on the ``rx``/``tx`` byte streams.
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, Cat, Mux
+from amaranth import Module, Signal, Cat, Const, Mux
 from amaranth.lib import wiring, stream, data, crc
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -62,7 +62,7 @@ class AliceParams:
     """Validated build parameters of the transmitter."""
 
     def __init__(self, samples_per_clock=4, slots_per_clock=4, choice_depth_slots=16384,
-                 frame_log2=12, has_prng=True, has_qrng=True):
+                 frame_log2=12, has_prng=True, has_qrng=True, has_digests=True):
         check_geometry(samples_per_clock, slots_per_clock)
         check_frame_log2(frame_log2)
         if choice_depth_slots & (choice_depth_slots - 1) or choice_depth_slots < 2 * slots_per_clock:
@@ -75,6 +75,7 @@ class AliceParams:
         self.frame_log2 = frame_log2
         self.has_prng = has_prng
         self.has_qrng = has_qrng
+        self.has_digests = bool(has_digests)
 
     @classmethod
     def from_config(cls, gw) -> "AliceParams":
@@ -88,13 +89,14 @@ class AliceParams:
         r = ALICE_REGISTERS["BUILD"]
         fields = {"SAMPLES_PER_CLOCK": self.samples_per_clock, "SLOTS_PER_CLOCK": self.slots_per_clock,
                   "LOG2_CHOICE_DEPTH": ceil_log2(self.choice_depth_slots), "FRAME_LOG2": self.frame_log2,
-                  "HAS_PRNG": int(self.has_prng), "HAS_QRNG": int(self.has_qrng)}
+                  "HAS_PRNG": int(self.has_prng), "HAS_QRNG": int(self.has_qrng),
+                  "HAS_DIGESTS": int(self.has_digests)}
         return sum(v << r.field(k).offset for k, v in fields.items())
 
     def as_dict(self) -> dict:
         return dict(samples_per_clock=self.samples_per_clock, slots_per_clock=self.slots_per_clock,
                     choice_depth_slots=self.choice_depth_slots, frame_log2=self.frame_log2,
-                    has_prng=self.has_prng, has_qrng=self.has_qrng)
+                    has_prng=self.has_prng, has_qrng=self.has_qrng, has_digests=self.has_digests)
 
 
 class Alice(wiring.Component):
@@ -171,7 +173,7 @@ class Alice(wiring.Component):
             ent.apt_cutoff.eq(regs.health_apt_cutoff),
             ent.clear_alarm.eq(clear_alarm),
             sel.words.eq(ent.words),
-            sel.ok.eq(ent.ok),
+            sel.ok.eq(1),           # blanking is applied after the stage-1 register (below)
             sel.pz_q15.eq(regs.pz_q15),
             sel.t_signal_q15.eq(regs.t_signal_q15),
             sel.t_decoy_q15.eq(regs.t_decoy_q15),
@@ -182,7 +184,9 @@ class Alice(wiring.Component):
         # Stage 1 registers.
         s1_valid = Signal()
         s1_slot = Signal(48)
-        s1_codes = Signal(4 * P)
+        s1_codes = Signal(4 * P)        # the slot codes, blank where the entropy was not ok
+        s1_raw = Signal(4 * P)          # the selector's codes as if the entropy were ok
+        s1_ok = Signal()
         s1_sync = Signal(P)
         s1_underrun = Signal()
         s1_rct = Signal(P)
@@ -190,11 +194,24 @@ class Alice(wiring.Component):
         m.d.sync += [
             s1_valid.eq(running & ~clear),
             s1_slot.eq(next_slot),
-            s1_codes.eq(sel.symbols.as_value()),
+            s1_raw.eq(sel.symbols.as_value()),
+            s1_ok.eq(ent.ok_unless_fire),
             s1_sync.eq(sync.fire),
             s1_underrun.eq(ent.underrun & ~clear),
             s1_rct.eq(ent.rct_fire),
             s1_apt.eq(ent.apt_fire),
+        ]
+
+        # Blanking after the register: the health tests' fire of this word reaches `ok` late
+        # in the clock (the full-rate ECP5 build's critical path ran from the sample compare
+        # through the alarm into every code register), so `ok` without this clock's fires and
+        # the fires are registered beside the codes and combined here, where the blank code is
+        # selected. Same codes, same clock as before.
+        blank_codes = Cat(Const(INTENSITY_BLANK << 2, 4) for _ in range(P))
+        s1_entropy_ok = Signal()
+        m.d.comb += [
+            s1_entropy_ok.eq(s1_ok & ~s1_rct.any() & ~s1_apt.any()),
+            s1_codes.eq(Mux(s1_entropy_ok, s1_raw, blank_codes)),
         ]
 
         m.d.comb += [
@@ -204,14 +221,15 @@ class Alice(wiring.Component):
             mem.clear.eq(clear),
         ]
 
-        # Symbol digest (CRC-32 of symbols | sync bits per running clock).
-        sym_w = symbol_digest_bits(P)
-        m.submodules.digest_symbols = dsym = crc.catalog.CRC32_ISO_HDLC(data_width=sym_w).create()
-        m.d.comb += [
-            dsym.start.eq(clear),
-            dsym.valid.eq(s1_valid),
-            dsym.data.eq(Cat(s1_codes, s1_sync)),
-        ]
+        # Symbol digest (CRC-32 of symbols | sync bits per running clock), if built in.
+        if p.has_digests:
+            m.submodules.digest_symbols = dsym = crc.catalog.CRC32_ISO_HDLC(
+                data_width=symbol_digest_bits(P)).create()
+            m.d.comb += [
+                dsym.start.eq(clear),
+                dsym.valid.eq(s1_valid),
+                dsym.data.eq(Cat(s1_codes, s1_sync)),
+            ]
 
         # Stage 2: pulse shapers (registered outputs) and the IM code.
         m.submodules.laser_driver = drv = LaserDriver(P)
@@ -234,13 +252,13 @@ class Alice(wiring.Component):
             self.im_code.eq(s2_im),
         ]
 
-        pin_w = pin_digest_bits(S, P)
-        m.submodules.digest_pins = dpin = crc.catalog.CRC32_ISO_HDLC(data_width=pin_w).create()
-        m.d.comb += [
-            dpin.start.eq(clear),
-            dpin.valid.eq(s2_valid),
-            dpin.data.eq(Cat(lasers.samples.as_value(), sync_shaper.samples.as_value(), s2_im)),
-        ]
+        if p.has_digests:
+            m.submodules.digest_pins = dpin = crc.catalog.CRC32_ISO_HDLC(data_width=pin_digest_bits(S, P)).create()
+            m.d.comb += [
+                dpin.start.eq(clear),
+                dpin.valid.eq(s2_valid),
+                dpin.data.eq(Cat(lasers.samples.as_value(), sync_shaper.samples.as_value(), s2_im)),
+            ]
 
         # Counters and their snapshot shadows: a CounterRam (block RAM), one 48-bit word per
         # counter; the SNAP_* counter registers read the shadows. The 32-bit fail counters
@@ -264,24 +282,38 @@ class Alice(wiring.Component):
         inc["SNAP_APT_FAILS"] = (sum(s1_apt[l] for l in range(P)), P)
         assert tuple(inc) == ALICE_COUNTER_WORDS
         m.submodules.counters = cram = CounterRam(len(inc), 48, tuple(mx for _, mx in inc.values()))
-        m.d.comb += [cram.inc[w].eq(v) for w, (v, _) in enumerate(inc.values())]
+        # As in Bob: the increments, the clear and the snapshot reach the counter RAM through
+        # one register stage (all delayed alike, so the counted values are unchanged; the
+        # full-rate build's critical path ran from the stage-1 codes through the sums into the
+        # accumulators); the undelayed commands count as busy, so the host link's
+        # acknowledgement still waits for the sweep.
+        cmd_clear = Signal()
+        cmd_snapshot = Signal()
+        m.d.sync += [cmd_clear.eq(clear), cmd_snapshot.eq(snapshot)]
+        for w, (v, _) in enumerate(inc.values()):
+            inc_r = Signal.like(cram.inc[w], name=f"inc_r{w}")
+            m.d.sync += inc_r.eq(v)
+            m.d.comb += cram.inc[w].eq(inc_r)
         m.d.comb += [
-            cram.clear.eq(clear),
-            cram.snapshot.eq(snapshot),
+            cram.clear.eq(cmd_clear),
+            cram.snapshot.eq(cmd_snapshot),
             cram.r_en.eq(regs.ram_en),
             cram.r_addr.eq(regs.ram_addr),
             regs.ram_data.eq(cram.r_data),
-            regs.busy.eq(cram.busy),
+            regs.busy.eq(cram.busy | clear | snapshot),
         ]
 
-        # Digest shadows and status.
-        snap_dsym = Signal(32)
-        snap_dpin = Signal(32)
-        with m.If(snapshot):
-            m.d.sync += [snap_dsym.eq(dsym.crc), snap_dpin.eq(dpin.crc)]
+        # Digest shadows (0 without digests) and status.
+        if p.has_digests:
+            snap_dsym = Signal(32)
+            snap_dpin = Signal(32)
+            with m.If(snapshot):
+                m.d.sync += [snap_dsym.eq(dsym.crc), snap_dpin.eq(dpin.crc)]
+            m.d.comb += [
+                regs.snap_digest_symbols.eq(snap_dsym),
+                regs.snap_digest_pins.eq(snap_dpin),
+            ]
         m.d.comb += [
-            regs.snap_digest_symbols.eq(snap_dsym),
-            regs.snap_digest_pins.eq(snap_dpin),
             regs.id.eq(ID_ALICE),
             regs.version.eq(REGMAP_VERSION),
             regs.build.eq(p.build_word),

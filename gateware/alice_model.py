@@ -111,7 +111,8 @@ def alice_model(params: AliceParams, settings: AliceSettings, bursts: list[int])
     for length in bursts:
         stop = start + int(length)
         sl = slice(start, stop)
-        d_sym = zlib.crc32(_le_bytes(sym_words[sl], sym_bytes), d_sym)
+        if params.has_digests:
+            d_sym = zlib.crc32(_le_bytes(sym_words[sl], sym_bytes), d_sym)
         out = pulse_shaper_model(S, P, fires[sl], np.ones(stop - start, bool),
                                  settings.pulse_delay_samples, settings.pulse_width_samples)
         sync_out = pulse_shaper_model(S, P, sync[sl][:, None, :], np.ones(stop - start, bool),
@@ -119,7 +120,8 @@ def alice_model(params: AliceParams, settings: AliceSettings, bursts: list[int])
         pin_words = (out[:, 0].astype(np.uint64) | (out[:, 1].astype(np.uint64) << S)
                      | (out[:, 2].astype(np.uint64) << 2 * S) | (out[:, 3].astype(np.uint64) << 3 * S)
                      | (sync_out[:, 0].astype(np.uint64) << 4 * S) | (im_word[sl] << 5 * S))
-        d_pin = zlib.crc32(_le_bytes(pin_words, pin_bytes), d_pin)
+        if params.has_digests:
+            d_pin = zlib.crc32(_le_bytes(pin_words, pin_bytes), d_pin)
         for k, v in per_clock.items():
             totals[k] += int(v[sl].sum())
         snap = {"SNAP_SLOT": stop * P, **totals, "SNAP_DIGEST_SYMBOLS": d_sym, "SNAP_DIGEST_PINS": d_pin}

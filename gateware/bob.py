@@ -58,7 +58,7 @@ class BobParams:
     """Validated build parameters of the receiver."""
 
     def __init__(self, samples_per_clock=4, slots_per_clock=4, frame_log2=12, record_rows=256,
-                 pending_depth=1024, max_delay_samples=None):
+                 pending_depth=1024, max_delay_samples=None, has_digests=True):
         check_geometry(samples_per_clock, slots_per_clock)
         check_frame_log2(frame_log2)
         for name, v in (("record_rows", record_rows), ("pending_depth", pending_depth)):
@@ -70,6 +70,7 @@ class BobParams:
         self.record_rows = record_rows
         self.pending_depth = pending_depth
         self.max_delay_samples = 4 * samples_per_clock - 1 if max_delay_samples is None else max_delay_samples
+        self.has_digests = bool(has_digests)
 
     @classmethod
     def from_config(cls, gw) -> "BobParams":
@@ -79,13 +80,14 @@ class BobParams:
     def build_word(self) -> int:
         r = BOB_REGISTERS["BUILD"]
         fields = {"SAMPLES_PER_CLOCK": self.samples_per_clock, "SLOTS_PER_CLOCK": self.slots_per_clock,
-                  "FRAME_LOG2": self.frame_log2, "HAS_PRNG": 1}
+                  "FRAME_LOG2": self.frame_log2, "HAS_PRNG": 1, "HAS_DIGESTS": int(self.has_digests)}
         return sum(v << r.field(k).offset for k, v in fields.items())
 
     def as_dict(self) -> dict:
         return dict(samples_per_clock=self.samples_per_clock, slots_per_clock=self.slots_per_clock,
                     frame_log2=self.frame_log2, record_rows=self.record_rows,
-                    pending_depth=self.pending_depth, max_delay_samples=self.max_delay_samples)
+                    pending_depth=self.pending_depth, max_delay_samples=self.max_delay_samples,
+                    has_digests=self.has_digests)
 
 
 class Bob(wiring.Component):
@@ -206,14 +208,16 @@ class Bob(wiring.Component):
             rows.clear_overflow.eq(clear_overflow),
         ]
 
-        # Record digest: CRC-32 over every row of records produced (whether sent or not).
-        dig_w = record_digest_bits(P)
-        m.submodules.digest_records = dig = crc.catalog.CRC32_ISO_HDLC(data_width=dig_w).create()
-        m.d.comb += [
-            dig.start.eq(clear),
-            dig.valid.eq(rec_mask.any()),
-            dig.data.eq(Cat(rows.w_records.as_value(), rec_mask)),
-        ]
+        # Record digest: CRC-32 over every row of records produced (whether sent or not), if
+        # built in.
+        if p.has_digests:
+            m.submodules.digest_records = dig = crc.catalog.CRC32_ISO_HDLC(
+                data_width=record_digest_bits(P)).create()
+            m.d.comb += [
+                dig.start.eq(clear),
+                dig.valid.eq(rec_mask.any()),
+                dig.data.eq(Cat(rows.w_records.as_value(), rec_mask)),
+            ]
 
         # Counters, histograms and their snapshot shadows: a CounterRam (block RAM), one 48-bit
         # word per counter; the SNAP_* and HIST_* registers read the shadows (32-bit ones the
@@ -264,10 +268,11 @@ class Bob(wiring.Component):
         ]
 
         # Digest shadow.
-        snap_digest = Signal(32)
-        with m.If(snapshot):
-            m.d.sync += snap_digest.eq(dig.crc)
-        m.d.comb += regs.snap_digest_records.eq(snap_digest)
+        if p.has_digests:
+            snap_digest = Signal(32)
+            with m.If(snapshot):
+                m.d.sync += snap_digest.eq(dig.crc)
+            m.d.comb += regs.snap_digest_records.eq(snap_digest)
         m.d.comb += [
             regs.id.eq(ID_BOB),
             regs.version.eq(REGMAP_VERSION),

@@ -84,7 +84,7 @@ def bob_model(params: BobParams, settings: BobSettings, det: np.ndarray, sync: n
     row_bytes = np.zeros((rows.size, nbytes), np.uint8)
     row_bytes[:, :8 * P] = np.ascontiguousarray(recs[rows].astype("<u8")).view(np.uint8).reshape(rows.size, 8 * P)
     row_bytes[:, 8 * P] = (mask[rows].astype(np.uint8) << np.arange(P, dtype=np.uint8)).sum(axis=1)
-    digest = zlib.crc32(row_bytes.tobytes())
+    digest = zlib.crc32(row_bytes.tobytes()) if params.has_digests else 0
 
     basis = dets["basis"].astype(bool)
     snap = {

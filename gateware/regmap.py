@@ -131,6 +131,7 @@ _COMMON = (
         Field("FRAME_LOG2", 13, 5, "log2 of the sync frame length in slots"),
         Field("HAS_PRNG", 24, 1, "the simulation PRNG is built in: NOT a secure configuration"),
         Field("HAS_QRNG", 25, 1, "the external QRNG input is built in"),
+        Field("HAS_DIGESTS", 26, 1, "the CRC-32 digests behind SNAP_DIGEST_* are built in (else those read 0)"),
     )),
     Register("SCRATCH", 0x0003, ACCESS_RW, 32, "free scratch register for link tests"),
 )

@@ -321,6 +321,9 @@ class EntropySource(wiring.Component):
       QRNG payload, combinationally);
     * ``ok = run & available & ~alarm`` (``available`` = 1 for the PRNG, ``qrng.valid`` for
       the QRNG; ``alarm`` includes this clock's fires), ``underrun = run & ~available``;
+    * ``ok_unless_fire``: ``ok`` without this clock's fires, so ``ok = ok_unless_fire &
+      ~rct_fire.any() & ~apt_fire.any()`` (a user may register the three and combine them
+      one clock later, off the fire-to-alarm path);
     * ``rct_fire``, ``apt_fire`` (``lanes`` bits): per-lane fires this clock;
     * ``alarm_rct``, ``alarm_apt``: sticky alarms including this clock's fires.
 
@@ -354,6 +357,7 @@ class EntropySource(wiring.Component):
             "clear_alarm": In(1),
             "words": Out(width),
             "ok": Out(1),
+            "ok_unless_fire": Out(1),
             "underrun": Out(1),
             "rct_fire": Out(self.lanes),
             "apt_fire": Out(self.lanes),
@@ -414,7 +418,8 @@ class EntropySource(wiring.Component):
         m.d.comb += [
             self.alarm_rct.eq((alarm_rct_q & ~self.clear_alarm) | self.rct_fire.any()),
             self.alarm_apt.eq((alarm_apt_q & ~self.clear_alarm) | self.apt_fire.any()),
-            self.ok.eq(sample_valid & ~self.alarm_rct & ~self.alarm_apt),
+            self.ok_unless_fire.eq(sample_valid & ~((alarm_rct_q | alarm_apt_q) & ~self.clear_alarm)),
+            self.ok.eq(self.ok_unless_fire & ~self.rct_fire.any() & ~self.apt_fire.any()),
             self.underrun.eq(self.run & ~available),
         ]
         m.d.sync += [alarm_rct_q.eq(self.alarm_rct), alarm_apt_q.eq(self.alarm_apt)]

@@ -3,7 +3,7 @@
 Reduced-but-real configuration for CI time: P = 1 slot per clock (S = 4 samples per clock
 through the ODDRX2F/IDDRX2F gearing, as in the full build), small choice memory and record
 FIFO, at a 100 MHz system clock (200 MHz ECLK), which leaves margin for placement noise. The
-full-rate builds (P = 4, 156.25 MHz: Bob meets it, Alice reaches 139-150 MHz; docs/boards.md) are in
+full-rate builds (P = 4, 156.25 MHz: both meet it; docs/boards.md) are in
 benchmarks/boards_fmax.py. The iCEBreaker (iCE40UP5K) does not fit either endpoint today
 (docs/boards.md), so its CI builds are the bring-up design.
 """

@@ -203,7 +203,8 @@ class EntropyBench:
                 self.rec.append(dict(
                     words=split_lanes(ctx.get(dut.words), lanes),
                     ready=ctx.get(dut.qrng.ready),
-                    ok=ctx.get(dut.ok), underrun=ctx.get(dut.underrun),
+                    ok=ctx.get(dut.ok), ok_unless_fire=ctx.get(dut.ok_unless_fire),
+                    underrun=ctx.get(dut.underrun),
                     rct_fire=[(ctx.get(dut.rct_fire) >> p) & 1 for p in range(lanes)],
                     apt_fire=[(ctx.get(dut.apt_fire) >> p) & 1 for p in range(lanes)],
                     alarm_rct=ctx.get(dut.alarm_rct), alarm_apt=ctx.get(dut.alarm_apt),
@@ -219,6 +220,8 @@ class EntropyBench:
     def check_stopped_clocks(self):
         prev = dict(alarm_rct=0, alarm_apt=0)
         for t, r in enumerate(self.rec):
+            # ok splits into ok_unless_fire and this clock's fires (Alice registers them apart)
+            assert r["ok"] == (r["ok_unless_fire"] and not any(r["rct_fire"]) and not any(r["apt_fire"])), t
             if not self.stim["run"][t]:
                 assert (r["ok"], r["underrun"], r["ready"]) == (0, 0, 0), t
                 assert not any(r["rct_fire"]) and not any(r["apt_fire"]), t
