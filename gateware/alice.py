@@ -147,7 +147,12 @@ class Alice(wiring.Component):
             return getattr(regs, reg.lower())[ALICE_REGISTERS[reg].field(name).offset]
 
         snapshot, clear = field("CMD", "SNAPSHOT"), field("CMD", "CLEAR_COUNTERS")
-        clear_alarm, load_seed = field("CMD", "CLEAR_ALARM"), field("CMD", "LOAD_SEED")
+        # CLEAR_ALARM and LOAD_SEED reach the entropy stage one clock after their strobe: they
+        # fan out to every lane's health tests and PRNG state, and the full-rate build's
+        # critical path ran from the strobe register across the die (host commands are frames
+        # apart, so the clock is invisible to the host).
+        clear_alarm, load_seed = Signal(), Signal()
+        m.d.sync += [clear_alarm.eq(field("CMD", "CLEAR_ALARM")), load_seed.eq(field("CMD", "LOAD_SEED"))]
         run_bit, source_qrng = field("CTRL", "RUN"), field("CTRL", "SOURCE_QRNG")
 
         # Stage 0: run control, slot counter, entropy, symbols, sync bits.
