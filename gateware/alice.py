@@ -24,7 +24,7 @@ from ..hdl.pulses import PulseShaper, check_geometry
 from ..hdl.sync import SyncMarker, check_frame_log2
 from ..hdl.choice_memory import ChoiceMemory
 from ..hdl.regbank import RegisterBank
-from ..hdl.counter_ram import CounterRam
+from ..hdl.counter_ram import CounterRam, drive_one_clock_late
 from ..hdl.hostlink import HostLink
 from .regmap import ALICE_REGISTERS, ID_ALICE, REGMAP_VERSION, COUNTER48_NAMES, SIFT_COUNTER_NAMES
 
@@ -287,21 +287,12 @@ class Alice(wiring.Component):
         inc["SNAP_APT_FAILS"] = (sum(s1_apt[l] for l in range(P)), P)
         assert tuple(inc) == ALICE_COUNTER_WORDS
         m.submodules.counters = cram = CounterRam(len(inc), 48, tuple(mx for _, mx in inc.values()))
-        # As in Bob: the increments, the clear and the snapshot reach the counter RAM through
-        # one register stage (all delayed alike, so the counted values are unchanged; the
-        # full-rate build's critical path ran from the stage-1 codes through the sums into the
-        # accumulators); the undelayed commands count as busy, so the host link's
-        # acknowledgement still waits for the sweep.
-        cmd_clear = Signal()
-        cmd_snapshot = Signal()
-        m.d.sync += [cmd_clear.eq(clear), cmd_snapshot.eq(snapshot)]
-        for w, (v, _) in enumerate(inc.values()):
-            inc_r = Signal.like(cram.inc[w], name=f"inc_r{w}")
-            m.d.sync += inc_r.eq(v)
-            m.d.comb += cram.inc[w].eq(inc_r)
+        # As in Bob, the counter inputs pass one register stage (the full-rate build's critical
+        # path ran from the stage-1 codes through the sums into the accumulators); the
+        # undelayed commands count as busy, so the host link's acknowledgement still waits
+        # for the sweep.
+        drive_one_clock_late(m, cram, (v for v, _ in inc.values()), clear, snapshot)
         m.d.comb += [
-            cram.clear.eq(cmd_clear),
-            cram.snapshot.eq(cmd_snapshot),
             cram.r_en.eq(regs.ram_en),
             cram.r_addr.eq(regs.ram_addr),
             regs.ram_data.eq(cram.r_data),

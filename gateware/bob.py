@@ -29,7 +29,7 @@ from ..hdl.record_rows import RecordRowFifo
 from ..hdl.record_fifo import pack_record_value
 from ..hdl.entropy import Xoroshiro128ppLanes
 from ..hdl.regbank import RegisterBank
-from ..hdl.counter_ram import CounterRam
+from ..hdl.counter_ram import CounterRam, drive_one_clock_late
 from ..hdl.hostlink import HostLink
 from ..gateware.protocol import LINK_COUNTER_NAMES
 from .regmap import (BOB_REGISTERS, ID_BOB, REGMAP_VERSION, BOB_COUNTER48_NAMES, BOB_COUNTER32_NAMES,
@@ -251,16 +251,8 @@ class Bob(wiring.Component):
         # The increments, clears and snapshot reach the counter RAM through one register stage
         # (all delayed alike, so the counted values are unchanged); the undelayed commands
         # count as busy, so the host link's acknowledgement still waits for the sweep.
-        cmd_clear = Signal(3)
-        cmd_snapshot = Signal()
-        m.d.sync += [cmd_clear.eq(Cat(clear, clear_hist, 0)), cmd_snapshot.eq(snapshot)]
-        for w, v in enumerate(inc.values()):
-            inc_r = Signal.like(cram.inc[w], name=f"inc_r{w}")
-            m.d.sync += inc_r.eq(v[0])
-            m.d.comb += cram.inc[w].eq(inc_r)
+        drive_one_clock_late(m, cram, (v[0] for v in inc.values()), Cat(clear, clear_hist, 0), snapshot)
         m.d.comb += [
-            cram.clear.eq(cmd_clear),
-            cram.snapshot.eq(cmd_snapshot),
             cram.r_en.eq(regs.ram_en),
             cram.r_addr.eq(regs.ram_addr),
             regs.ram_data.eq(cram.r_data),

@@ -54,7 +54,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
-__all__ = ["CounterRam"]
+__all__ = ["CounterRam", "drive_one_clock_late"]
 
 MIN_WORDS = 3   # pipeline depth of the read-modify-write: a word is revisited after >= 3 clocks
 
@@ -62,6 +62,21 @@ MIN_WORDS = 3   # pipeline depth of the read-modify-write: a word is revisited a
 def _positive_int(name, v, lo=1, hi=None):
     if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
         raise ValueError(f"{name} must be an integer in [{lo}, {hi if hi is not None else 'inf'}], not {v!r}")
+
+
+def drive_one_clock_late(m: Module, cram: "CounterRam", incs, clear, snapshot) -> None:
+    """Drive ``cram``'s ``inc`` (one value per counter, in order), ``clear`` and ``snapshot``
+    through one register stage, all delayed alike, so the counted values are unchanged (a
+    timing stage in front of the accumulators). The caller's ``busy`` must still include the
+    undelayed ``clear`` and ``snapshot``, so a command counts as busy from its own clock."""
+    cmd_clear = Signal(len(cram.clear), name="cmd_clear")
+    cmd_snapshot = Signal(name="cmd_snapshot")
+    m.d.sync += [cmd_clear.eq(clear), cmd_snapshot.eq(snapshot)]
+    for w, v in enumerate(incs):
+        inc_r = Signal.like(cram.inc[w], name=f"inc_r{w}")
+        m.d.sync += inc_r.eq(v)
+        m.d.comb += cram.inc[w].eq(inc_r)
+    m.d.comb += [cram.clear.eq(cmd_clear), cram.snapshot.eq(cmd_snapshot)]
 
 
 class CounterRam(wiring.Component):
