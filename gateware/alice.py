@@ -25,13 +25,11 @@ from ..hdl.sync import SyncMarker, check_frame_log2
 from ..hdl.choice_memory import ChoiceMemory
 from ..hdl.regbank import RegisterBank
 from ..hdl.counter_ram import CounterRam, drive_one_clock_late
-from ..hdl.hostlink import HostLink
+from ..hdl.hostlink import LINK_COUNTER_REGISTERS, HostLink, connect_link_counters
 from .regmap import ALICE_REGISTERS, ID_ALICE, REGMAP_VERSION, COUNTER48_NAMES, SIFT_COUNTER_NAMES
 
-__all__ = ["Alice", "AliceParams", "symbol_digest_bits", "pin_digest_bits", "LINK_COUNTERS"]
+__all__ = ["Alice", "AliceParams", "symbol_digest_bits", "pin_digest_bits"]
 
-LINK_COUNTERS = ("rx_frames", "rx_crc_errors", "rx_framing_errors", "rx_oversize", "rx_truncated",
-                 "rx_unknown_type", "rx_bad_length", "rx_seq_gaps", "tx_frames")
 
 # Counter RAM words (one 48-bit counter each) and the SNAP_* registers that read their shadows.
 ALICE_COUNTER_WORDS = (COUNTER48_NAMES + SIFT_COUNTER_NAMES + ("SNAP_SIFT_LOST",)
@@ -125,6 +123,7 @@ class Alice(wiring.Component):
         m = Module()
 
         m.submodules.regs = regs = RegisterBank(ALICE_REGISTERS, ALICE_RAM_REGISTERS, len(ALICE_COUNTER_WORDS), 48,
+                                                    live_registers=LINK_COUNTER_REGISTERS,
                                                     read_latency=2)
         m.submodules.link = link = HostLink(choice_query=True, sift_query=True, read_latency=2)
         m.submodules.entropy = ent = EntropySource(P, has_prng=p.has_prng, has_qrng=p.has_qrng)
@@ -140,8 +139,7 @@ class Alice(wiring.Component):
         wiring.connect(m, mem.answer, link.choice_answer)
         wiring.connect(m, wiring.flipped(self.rx), link.rx)
         wiring.connect(m, link.tx, wiring.flipped(self.tx))
-        for name in LINK_COUNTERS:
-            m.d.comb += getattr(regs, name).eq(getattr(link, name))
+        connect_link_counters(m, link, regs)
 
         def field(reg: str, name: str):
             return getattr(regs, reg.lower())[ALICE_REGISTERS[reg].field(name).offset]

@@ -30,8 +30,7 @@ from ..hdl.record_fifo import pack_record_value
 from ..hdl.entropy import Xoroshiro128ppLanes
 from ..hdl.regbank import RegisterBank
 from ..hdl.counter_ram import CounterRam, drive_one_clock_late
-from ..hdl.hostlink import HostLink
-from ..gateware.protocol import LINK_COUNTER_NAMES
+from ..hdl.hostlink import LINK_COUNTER_REGISTERS, HostLink, connect_link_counters
 from .regmap import (BOB_REGISTERS, ID_BOB, REGMAP_VERSION, BOB_COUNTER48_NAMES, BOB_COUNTER32_NAMES,
                      SIFT_COUNTER_NAMES, HISTOGRAM_BINS)
 
@@ -115,6 +114,7 @@ class Bob(wiring.Component):
         m = Module()
 
         m.submodules.regs = regs = RegisterBank(BOB_REGISTERS, BOB_RAM_REGISTERS, len(BOB_COUNTER_WORDS), 48,
+                                                  live_registers=LINK_COUNTER_REGISTERS,
                                                   read_latency=2)
         m.submodules.link = link = HostLink(sift_apply=True, pending_depth=p.pending_depth, read_latency=2)
         m.submodules.tagger = tagger = TimeTagger(S, P, 4, p.max_delay_samples)
@@ -129,8 +129,7 @@ class Bob(wiring.Component):
         wiring.connect(m, wiring.flipped(self.rx), link.rx)
         wiring.connect(m, link.tx, wiring.flipped(self.tx))
         wiring.connect(m, rows.r, link.records)
-        for name in LINK_COUNTER_NAMES:
-            m.d.comb += getattr(regs, name).eq(getattr(link, name))
+        connect_link_counters(m, link, regs)
 
         def field(reg: str, name: str):
             return getattr(regs, reg.lower())[BOB_REGISTERS[reg].field(name).offset]

@@ -49,6 +49,7 @@ from qkdlink.gateware.protocol import (
     Status,
 )
 from qkdlink.hdl.choice_memory import ChoiceAnswer
+from qkdlink.hdl.live_counters import LiveCounters
 from qkdlink.hdl.regbank import RegisterBusSignature
 from qkdlink.hdl.sift_link import ENTRIES_OFFSET, AliceSift, BobSift
 
@@ -67,6 +68,16 @@ _R_NAK, _R_ACK, _R_READ, _R_CHOICE = range(4)
 _B_NONE, _B_WORDS, _B_ENTRIES = range(3)
 
 
+#: The link counters as live registers of a RegisterBank (``live_registers``): {name: index}.
+LINK_COUNTER_REGISTERS = {name.upper(): i for i, name in enumerate(LINK_COUNTER_NAMES)}
+
+
+def connect_link_counters(m: Module, link: "HostLink", bank) -> None:
+    """Serve ``bank``'s live registers (:data:`LINK_COUNTER_REGISTERS`) from ``link``'s counters."""
+    m.d.comb += [link.counters_r_en.eq(bank.live_en), link.counters_r_addr.eq(bank.live_addr),
+                 bank.live_data.eq(link.counters_r_data)]
+
+
 def _special(byte):
     return (byte == FLAG) | (byte == ESC)
 
@@ -75,7 +86,11 @@ class HostLink(wiring.Component):
     """Host-link endpoint (see the module docstring and docs/hostlink.md).
 
     Ports: ``rx`` (bytes from the host), ``tx`` (bytes to the host), ``bus`` (register bus
-    master) and one ``Out(32)`` per link counter (``rx_frames`` .. ``tx_frames``).
+    master) and the read port of the link counters (``rx_frames`` .. ``tx_frames``, in
+    :data:`LINK_COUNTER_NAMES` order; a :class:`~qkdlink.hdl.live_counters.LiveCounters`):
+    ``counters_r_en``, ``counters_r_addr`` (In, request clock), ``counters_r_data``
+    (Out(32), two clocks later), for a register bank's live registers. ``link_counters`` is
+    that component (``link_counters.peek(ctx)`` in simulator tests).
 
     * ``choice_query=True``: ``choice_query`` (48-bit slot indices out) and ``choice_answer``
       (:data:`~qkdlink.hdl.choice_memory.ChoiceAnswer` in, in query order), for CHOICE_QUERY.
@@ -125,8 +140,12 @@ class HostLink(wiring.Component):
                 pending_level=Out(range(self.pending_depth + 1)),
                 sift_unanswered=Out(1), sift_unmatched=Out(1),
             )
-        for name in LINK_COUNTER_NAMES:
-            members[name] = Out(32)
+        members.update(counters_r_en=In(1), counters_r_addr=In(range(len(LINK_COUNTER_NAMES))),
+                       counters_r_data=Out(32))
+        # A counter counts at most once per frame (a received frame passes FRAME, CHECK and
+        # APPLY: >= 3 clocks; a sent one has >= 6 bytes); reads come in bursts of <= 32.
+        self.link_counters = LiveCounters(len(LINK_COUNTER_NAMES), 32, min_event_gap=3,
+                                          max_read_burst=MAX_READ_COUNT)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -170,8 +189,13 @@ class HostLink(wiring.Component):
             hold = hold | x.rx_hold
         m.d.comb += rx_lock.eq(hold)
 
-        def bump(counter):
-            return counter.eq(counter + 1)
+        m.submodules.link_counters = counters = self.link_counters
+        m.d.comb += [counters.r_en.eq(self.counters_r_en), counters.r_addr.eq(self.counters_r_addr),
+                     self.counters_r_data.eq(counters.r_data)]
+
+        def bump(name):
+            """Count one event of link counter ``name`` in this clock."""
+            return counters.inc[LINK_COUNTER_NAMES.index(name)].eq(1)
 
         # ------------------------------------------------------------------ receiver
         rx_buf = [Signal(8, name=f"rx_buf{i}") for i in range(_RX_KEEP)]
@@ -284,24 +308,24 @@ class HostLink(wiring.Component):
                     m.next = "FRAME"
                     with m.Switch(verdict):
                         with m.Case(_V_OVERSIZE):
-                            m.d.sync += bump(self.rx_oversize)
+                            m.d.comb += bump("rx_oversize")
                         with m.Case(_V_FRAMING):
-                            m.d.sync += bump(self.rx_framing_errors)
+                            m.d.comb += bump("rx_framing_errors")
                         with m.Case(_V_TRUNCATED):
-                            m.d.sync += bump(self.rx_truncated)
+                            m.d.comb += bump("rx_truncated")
                         with m.Case(_V_CRC):
-                            m.d.sync += bump(self.rx_crc_errors)
+                            m.d.comb += bump("rx_crc_errors")
                         with m.Case(_V_UNKNOWN):
-                            m.d.sync += bump(self.rx_unknown_type)
+                            m.d.comb += bump("rx_unknown_type")
                         with m.Case(_V_BAD_LENGTH):
-                            m.d.sync += bump(self.rx_bad_length)
+                            m.d.comb += bump("rx_bad_length")
                         with m.Default():
-                            m.d.sync += bump(self.rx_frames)
+                            m.d.comb += bump("rx_frames")
                     with m.If(verdict >= _V_UNKNOWN):       # passed the CRC: answered
                         m.d.comb += ex_start.eq(1)
                         m.d.sync += [prev_seq.eq(rx_buf[1]), have_prev.eq(1)]
                         with m.If(gap):
-                            m.d.sync += bump(self.rx_seq_gaps)
+                            m.d.comb += bump("rx_seq_gaps")
 
         rx_req_pending = Signal()
         m.d.comb += rx_req_pending.eq(rx_fsm.ongoing("CHECK") | rx_fsm.ongoing("APPLY"))
@@ -648,6 +672,7 @@ class HostLink(wiring.Component):
         m.d.comb += tx_idle.eq(tx_fsm.ongoing("IDLE") & ~c_valid)
 
         with m.If(frame_done):
-            m.d.sync += [bump(self.tx_frames), dev_seq.eq(dev_seq + 1)]
+            m.d.comb += bump("tx_frames")
+            m.d.sync += dev_seq.eq(dev_seq + 1)
 
         return m

@@ -26,6 +26,12 @@ with the word of the addressed register and ``ram_en`` with ``r_en`` in the requ
 the RAM's registered output ``ram_data`` (held while ``ram_en`` is low) is sliced and
 returned in the next cycle, as any register read.
 
+Live registers (``live_registers``, ``read_latency=2`` only): RO registers read from an
+external reader with a two-clock read, such as :class:`~qkdlink.hdl.live_counters.LiveCounters`
+(the host link's counters). The bank drives ``live_en`` with ``r_en`` and ``live_addr`` with
+the register's index in the request cycle (unregistered), and returns ``live_data`` two
+cycles later; the reader's value is the one a flip-flop register would give when sampled.
+
 ``read_latency=2``: read data and read ``err`` come two cycles after ``r_en`` instead of one
 (the request, and the RAM word address, are registered first); writes are unchanged. The
 host link is built with the same ``read_latency``. The endpoints use 2: it takes the address
@@ -38,6 +44,12 @@ from amaranth.lib.wiring import In, Out
 from qkdlink.gateware.regmap import ACCESS_RO, ACCESS_RW, ACCESS_STROBE, RegisterMap
 
 __all__ = ["RegisterBusSignature", "RegisterBank"]
+
+
+def _distinguishing_low_bits(addrs) -> int:
+    """The fewest low address bits that tell ``addrs`` apart."""
+    addrs = list(addrs)
+    return next(b for b in range(17) if len({a & ((1 << b) - 1) for a in addrs}) == len(addrs))
 
 
 class RegisterBusSignature(wiring.Signature):
@@ -72,12 +84,19 @@ class RegisterBank(wiring.Component):
     ``lsb .. lsb + width - 1`` of word ``word`` of a RAM with ``ram_depth`` words of
     ``ram_width`` bits; then the bank has ports ``ram_en``, ``ram_addr`` (Out) and ``ram_data``
     (In) for the RAM's read port (address in the request cycle, data in the next).
+
+    ``live_registers``: ``{name: index}`` of RO registers read through ports ``live_en``,
+    ``live_addr`` (Out, request cycle) and ``live_data`` (In, two cycles later); needs
+    ``read_latency=2``.
     """
 
     def __init__(self, regmap: RegisterMap, ram_registers: dict | None = None, ram_depth: int = 0,
-                 ram_width: int = 32, read_latency: int = 1):
+                 ram_width: int = 32, read_latency: int = 1, live_registers: dict | None = None):
         if read_latency not in (1, 2):
             raise ValueError(f"read_latency = {read_latency!r} must be 1 or 2")
+        self.live_registers = dict(live_registers or {})
+        if self.live_registers and read_latency != 2:
+            raise ValueError("live registers need read_latency = 2")
         self.read_latency = read_latency
         self.regmap = regmap
         self.ram_registers = dict(ram_registers or {})
@@ -96,12 +115,21 @@ class RegisterBank(wiring.Component):
             if not 0 <= word < ram_depth or lsb < 0 or lsb + reg.width > ram_width:
                 raise ValueError(f"RAM-backed register {name}: word {word}, bits {lsb}..{lsb + reg.width - 1} "
                                  f"outside the RAM ({ram_depth} x {ram_width} bits)")
+        for name, index in self.live_registers.items():
+            if name not in regmap or regmap[name].access != ACCESS_RO or name in self.ram_registers:
+                raise ValueError(f"live register {name!r}: must be an RO register of {regmap.name} "
+                                 "that is not RAM-backed")
+            if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+                raise ValueError(f"live register {name}: index {index!r} must be an integer >= 0")
+        if self.live_registers:
+            depth = max(self.live_registers.values()) + 1
+            members.update({"live_en": Out(1), "live_addr": Out(range(depth)), "live_data": In(32)})
         self.ram_depth, self.ram_width = ram_depth, ram_width
         for reg in regmap:
             pname = reg.name.lower()
             if pname in members or pname.startswith("_") or hasattr(wiring.Component, pname):
                 raise ValueError(f"register {reg.name}: port name {pname!r} clashes with the component")
-            if reg.name in self.ram_registers:
+            if reg.name in self.ram_registers or reg.name in self.live_registers:
                 continue
             if reg.access == ACCESS_RO:
                 members[pname] = In(reg.width)
@@ -114,8 +142,8 @@ class RegisterBank(wiring.Component):
     def port(self, name: str):
         """The port of register ``name`` (any case)."""
         reg = self.regmap[name.upper()]
-        if reg.name in self.ram_registers:
-            raise KeyError(f"register {reg.name} is RAM-backed and has no port")
+        if reg.name in self.ram_registers or reg.name in self.live_registers:
+            raise KeyError(f"register {reg.name} is RAM-backed or live and has no port")
         return getattr(self, reg.name.lower())
 
     def elaborate(self, platform):
@@ -147,8 +175,7 @@ class RegisterBank(wiring.Component):
             word = Signal.like(self.ram_addr)
             # The word address matters only for RAM-backed registers: decode just enough low
             # address bits to tell those apart (a short path to the RAM's address input).
-            addrs = [self.regmap[name].addr for name in self.ram_registers]
-            low = next(b for b in range(17) if len({a & ((1 << b) - 1) for a in addrs}) == len(addrs))
+            low = _distinguishing_low_bits(self.regmap[name].addr for name in self.ram_registers)
             with m.Switch(bus.addr[:low]):
                 for name, (w, _) in self.ram_registers.items():
                     with m.Case(self.regmap[name].addr & ((1 << low) - 1)):
@@ -161,18 +188,34 @@ class RegisterBank(wiring.Component):
                 for j, (lsb, width) in enumerate(slices):
                     with m.Case(j):
                         m.d.comb += ram_value.eq(self.ram_data[lsb:lsb + width])
-            m.d.comb += bus.r_data.eq(Mux(from_ram, ram_value, r_data))
         else:
-            m.d.comb += bus.r_data.eq(r_data)
+            ram_value = None
+        # Live registers: index in the request cycle, the reader's data two cycles later.
+        from_live = Signal()
+        if self.live_registers:
+            low = _distinguishing_low_bits(self.regmap[name].addr for name in self.live_registers)
+            m.d.comb += self.live_en.eq(bus.r_en)
+            with m.Switch(bus.addr[:low]):
+                for name, index in self.live_registers.items():
+                    with m.Case(self.regmap[name].addr & ((1 << low) - 1)):
+                        m.d.comb += self.live_addr.eq(index)
+        out = r_data
+        if self.live_registers:
+            out = Mux(from_live, self.live_data, out)
+        if ram_value is not None:
+            out = Mux(from_ram, ram_value, out)
+        m.d.comb += bus.r_data.eq(out)
 
         with m.If(r_en_eff):
-            m.d.sync += from_ram.eq(0)
+            m.d.sync += [from_ram.eq(0), from_live.eq(0)]
             with m.Switch(r_addr_eff):
                 for reg in self.regmap:
                     with m.Case(reg.addr):
                         if reg.name in self.ram_registers:
                             lsb = self.ram_registers[reg.name][1]
                             m.d.sync += [from_ram.eq(1), ram_sel.eq(slices.index((lsb, reg.width)))]
+                        elif reg.name in self.live_registers:
+                            m.d.sync += from_live.eq(1)
                         elif reg.access == ACCESS_STROBE:
                             m.d.sync += r_data.eq(0)
                         else:

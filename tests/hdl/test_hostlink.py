@@ -16,7 +16,7 @@ from qkdlink.gateware.regmap import (
     ACCESS_RO, ACCESS_RW, ACCESS_STROBE, ALICE_REGISTERS, ID_ALICE, REGMAP_VERSION, Register, RegisterMap,
 )
 from qkdlink.hdl.choice_memory import STATUS_FUTURE, STATUS_LOST, STATUS_OK
-from qkdlink.hdl.hostlink import HostLink
+from qkdlink.hdl.hostlink import LINK_COUNTER_REGISTERS, HostLink, connect_link_counters
 from qkdlink.hdl.regbank import RegisterBank
 
 R = ALICE_REGISTERS
@@ -51,25 +51,27 @@ class ChoiceTable:
 
 
 def run_link(data: bytes, *, regmap=R, choice=None, seed=0, tx_ready_p=1.0, rx_valid_p=1.0,
-             ans_ready_p=1.0, ans_delay=(1, 1), ready_waits_valid=False, check_model=True, read_latency=1):
+             ans_ready_p=1.0, ans_delay=(1, 1), ready_waits_valid=False, check_model=True, read_latency=2):
     """Feed ``data`` to the gateware; return (output bytes, results, model).
 
     ``ready_waits_valid``: the tx sink raises ``ready`` only while ``valid`` is high (legal for
     a sink; deadlocks a source that waits for ``ready``).
     """
+    if read_latency == 1:   # the link counters are live registers, which need read latency 2
+        regmap = RegisterMap(regmap.name, tuple(r for r in regmap if r.name not in LINK_COUNTER_REGISTERS))
     ro = ro_values(regmap)
     model = DeviceModel(regmap, ro=dict(ro), choice=choice)
     expected = model.feed(data)
 
     link = HostLink(choice_query=choice is not None, read_latency=read_latency)
-    bank = RegisterBank(regmap, read_latency=read_latency)
+    live = {n: i for n, i in LINK_COUNTER_REGISTERS.items() if n in regmap}
+    bank = RegisterBank(regmap, read_latency=read_latency, live_registers=live)
     m = Module()
     m.submodules.link = link
     m.submodules.bank = bank
     wiring.connect(m, link.bus, bank.bus)
-    for name in LINK_COUNTER_NAMES:
-        if name.upper() in regmap:
-            m.d.comb += bank.port(name).eq(getattr(link, name))
+    if live:
+        connect_link_counters(m, link, bank)
 
     rng = random.Random(seed)
     out = bytearray()
@@ -134,7 +136,7 @@ def run_link(data: bytes, *, regmap=R, choice=None, seed=0, tx_ready_p=1.0, rx_v
                     strobes.append((r.name, v))
             if pos == len(data) and len(out) >= len(expected) and idle > 60:
                 break
-        result["counters"] = {n: ctx.get(getattr(link, n)) for n in LINK_COUNTER_NAMES}
+        result["counters"] = dict(zip(LINK_COUNTER_NAMES, link.link_counters.peek(ctx)))
         result["rw"] = {r.name: ctx.get(bank.port(r.name)) for r in regmap if r.access == ACCESS_RW}
         result["strobes"] = strobes
         result["pos"] = pos

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 from qkdlink.gateware.regmap import (
     ACCESS_RO, ACCESS_RW, ACCESS_STROBE, ALICE_REGISTERS, Register, RegisterMap,
 )
-from qkdlink.hdl.hostlink import HostLink
+from qkdlink.hdl.hostlink import LINK_COUNTER_REGISTERS, HostLink
 from qkdlink.hdl.regbank import RegisterBank, RegisterBusSignature
 
 R = ALICE_REGISTERS
@@ -270,4 +270,58 @@ def test_ram_registers_rejected():
         RegisterBank(R, {"SNAP_SLOT_LO": (0, 20)}, 4, 48)
     with pytest.raises(ValueError, match="ram_depth = 0"):
         RegisterBank(R, {"SNAP_SLOT_LO": (0, 0)})
+    gc.collect()
+
+
+def test_live_registers_two_clock_read():
+    """Live registers: index out in the request cycle, the reader's word returned two later,
+    mixed every cycle with ordinary registers (read latency 2)."""
+    live = LINK_COUNTER_REGISTERS
+    bank = RegisterBank(R, read_latency=2, live_registers=live)
+    with pytest.raises(KeyError, match="live"):
+        bank.port("RX_FRAMES")
+
+    def word(index):
+        return 0x1000_0001 * (index + 1) & 0xFFFF_FFFF
+
+    async def tb(ctx):
+        ctx.set(bank.status, 0b101)
+        rng = random.Random(8)
+        names = list(live) + ["STATUS", "PZ_Q15"]
+        ordinary = {"STATUS": 0b101, "PZ_Q15": 16384}
+        in_flight = [None, None]          # reader index requested 1 and 2 cycles ago
+        expect = [None, None]             # bus.r_data due 1 and 2 cycles ahead
+        last = None
+        for _ in range(400):
+            name = rng.choice(names)
+            read = rng.random() < 0.7
+            ctx.set(bank.bus.addr, R[name].addr)
+            ctx.set(bank.bus.r_en, read)
+            assert ctx.get(bank.live_en) == read
+            if name in live:
+                assert ctx.get(bank.live_addr) == live[name]
+            if in_flight[1] is not None:      # a reader holds its word until the next result
+                ctx.set(bank.live_data, word(in_flight[1]))
+            if expect[1] is not None:
+                last = expect[1]
+            if last is not None:
+                assert ctx.get(bank.bus.r_data) == last
+            assert ctx.get(bank.bus.err) == 0
+            await ctx.tick()
+            in_flight = [ctx.get(bank.live_addr) if read else None, in_flight[0]]
+            expect = [(word(live[name]) if name in live else ordinary[name]) if read else None, expect[0]]
+
+    simulate(bank, tb)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_live_registers_rejected():
+    with pytest.raises(ValueError, match="read_latency = 2"):
+        RegisterBank(R, live_registers={"RX_FRAMES": 0})
+    with pytest.raises(ValueError, match="live register 'SCRATCH'"):
+        RegisterBank(R, read_latency=2, live_registers={"SCRATCH": 0})
+    with pytest.raises(ValueError, match="index -1"):
+        RegisterBank(R, read_latency=2, live_registers={"RX_FRAMES": -1})
+    with pytest.raises(ValueError, match="live register 'SNAP_SLOT_LO'"):
+        RegisterBank(R, {"SNAP_SLOT_LO": (0, 0)}, 4, 48, read_latency=2, live_registers={"SNAP_SLOT_LO": 0})
     gc.collect()

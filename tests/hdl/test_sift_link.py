@@ -15,7 +15,7 @@ from qkdlink.gateware.protocol import (
 )
 from qkdlink.gateware.regmap import ACCESS_RO, ACCESS_RW, ALICE_REGISTERS, BOB_REGISTERS
 from qkdlink.hdl.choice_memory import STATUS_FUTURE, STATUS_LOST, STATUS_OK
-from qkdlink.hdl.hostlink import HostLink
+from qkdlink.hdl.hostlink import LINK_COUNTER_REGISTERS, HostLink, connect_link_counters
 from qkdlink.hdl.record_fifo import pack_record, unpack_record
 from qkdlink.hdl.regbank import RegisterBank
 from qkdlink.hdl.sift_link import AliceSift, BobSift, EntrySerializer
@@ -155,16 +155,15 @@ def run(host: Host, *, role, choice=None, pending_depth=64, seed=0, exact=True, 
     expected = bytes(expected)
 
     if role == "alice":
-        link = HostLink(choice_query=True, sift_query=True)
+        link = HostLink(choice_query=True, sift_query=True, read_latency=2)
     else:
-        link = HostLink(sift_apply=True, pending_depth=pending_depth)
-    bank = RegisterBank(regmap)
+        link = HostLink(sift_apply=True, pending_depth=pending_depth, read_latency=2)
+    bank = RegisterBank(regmap, read_latency=2, live_registers=LINK_COUNTER_REGISTERS)
     m = Module()
     m.submodules.link = link
     m.submodules.bank = bank
     wiring.connect(m, link.bus, bank.bus)
-    for name in LINK_COUNTER_NAMES:
-        m.d.comb += bank.port(name).eq(getattr(link, name))
+    connect_link_counters(m, link, bank)
     if role == "bob":
         m.d.comb += [link.records_enable.eq(bank.ctrl[1]), link.record_bits.eq(bank.ctrl[2])]
 
@@ -284,7 +283,7 @@ def run(host: Host, *, role, choice=None, pending_depth=64, seed=0, exact=True, 
         await wait_for(n_ans, n_rec, q=60 + 3 * pending_depth)
         result["out"] = bytes(out)
         result["counts"] = counts
-        result["counters"] = {n: ctx.get(getattr(link, n)) for n in LINK_COUNTER_NAMES}
+        result["counters"] = dict(zip(LINK_COUNTER_NAMES, link.link_counters.peek(ctx)))
         result["rw"] = {r.name: ctx.get(bank.port(r.name)) for r in regmap if r.access == ACCESS_RW}
         if role == "bob":
             result["pending_level"] = ctx.get(link.pending_level)
