@@ -177,6 +177,12 @@ def build_board(board_name: str, role: str, out, cfg, *, baud: int = DEFAULT_BAU
     platform = board.platform()
     nextpnr_opts = f"--report {name}.report.json --timing-allow-fail {nextpnr_opts}".strip()
     synth_opts, script_after_synth = "", ""
+    if board.family == "ice40":
+        # -device u: ABC9's delay model for the UltraPlus. -dffe_min_ce_use 4: a clock enable
+        # that drives fewer than four flip-flops becomes LUT logic; every clock enable is a
+        # control set, the eight cells of an iCE40 logic block share one, and with the many
+        # small ones of the endpoints nextpnr found no legal placement at 98 % (docs/boards.md).
+        synth_opts = "-device u -dffe_min_ce_use 4"
     if board.family == "ecp5":
         # Yosys 0.70's synth_ecp5 always maps LUTs with ABC9, which under YoWASP fails on some
         # netlists (assertion in abc_ops_reintegrate); map them with classic ABC instead, the

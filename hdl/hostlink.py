@@ -418,9 +418,15 @@ class HostLink(wiring.Component):
             m.d.comb += core_q_valid.eq(q_left != 0)
             if alice is not None:
                 aq = alice.choice_query
+                # The running request is a SIFT_QUERY: the query source is chosen by a register
+                # (not by the sift reader's `valid`, which made the UP5K's critical path run on
+                # through the choice memory's 48-bit window compares).
+                q_from_sift = Signal()
+                with m.If(ex_start):
+                    m.d.sync += q_from_sift.eq(verdict == _V_SIFT_QUERY)
                 m.d.comb += [
                     self.choice_query.valid.eq(core_q_valid | aq.valid),
-                    self.choice_query.payload.eq(Mux(aq.valid, aq.payload, q_slot)),
+                    self.choice_query.payload.eq(Mux(q_from_sift, aq.payload, q_slot)),
                     aq.ready.eq(self.choice_query.ready),
                     alice.choice_answer.valid.eq(self.choice_answer.valid),
                     alice.choice_answer.payload.eq(self.choice_answer.payload),
@@ -584,12 +590,22 @@ class HostLink(wiring.Component):
             m.d.comb += x.content.ready.eq(s_ready)
         m.d.comb += [s_valid.eq(valid_any), s_data.eq(data_any), s_last.eq(last_any)]
 
-        # pipeline register between the content sources and the framer
-        m.d.comb += s_ready.eq(~c_valid | c_take)
-        with m.If(s_valid & s_ready):
-            m.d.sync += [c_valid.eq(1), c_data.eq(s_data), c_last.eq(s_last)]
-        with m.Elif(c_take):
-            m.d.sync += c_valid.eq(0)
+        # Skid buffer between the content sources and the framer: ``s_ready`` is a register
+        # (the skid slot is free), so the framer's back-pressure (from the UART's transmit
+        # FIFO) does not run combinationally into the sources and on into the choice memory.
+        k_valid = Signal()
+        k_data = Signal(8)
+        k_last = Signal()
+        m.d.comb += s_ready.eq(~k_valid)
+        with m.If(~c_valid | c_take):
+            with m.If(k_valid):
+                m.d.sync += [c_valid.eq(1), c_data.eq(k_data), c_last.eq(k_last), k_valid.eq(0)]
+            with m.Elif(s_valid):
+                m.d.sync += [c_valid.eq(1), c_data.eq(s_data), c_last.eq(s_last)]
+            with m.Else():
+                m.d.sync += c_valid.eq(0)
+        with m.Elif(s_valid & s_ready):
+            m.d.sync += [k_valid.eq(1), k_data.eq(s_data), k_last.eq(s_last)]
 
         # ------------------------------------------------------------------ framer
         dev_seq = Signal(8)
