@@ -65,6 +65,10 @@ def gateware_params(board, role: str, gw, *, samples_per_clock=None, slots_per_c
     if role == "alice":
         depth = choice_depth_slots or board.choice_depth_slots
         prng = gw.entropy_source == "prng"
+        if prng and not board.prng_fits:
+            raise ValueError(f"gateware.entropy_source = 'prng': the simulation PRNG does not fit the {board.device} "
+                             "next to Alice; build with --entropy qrng (or entropy_source: qrng in the config): "
+                             "the secure configuration, choices from the QRNG serial input")
         return AliceParams(S, P, depth, gw.sync_frame_log2, has_prng=prng, has_qrng=True,
                            has_digests=board.digests), f
     if role == "bob":

@@ -5,6 +5,7 @@ Registered on the main command line by ``add_parser(subparsers)``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -17,10 +18,12 @@ EPILOG = """boards:
 """ + "".join(f"  {b.name:<12} {b.title} ({b.device}), default S={b.samples_per_clock} P={b.slots_per_clock} "
               f"at {b.clock_mhz:g} MHz\n" for b in BOARDS.values()) + """
 Alice built with gateware.entropy_source: prng (the default) is marked INSECURE_PRNG in the
-bitstream name and the report; build with entropy_source: qrng for a secure configuration.
+bitstream name and the report; build with --entropy qrng (or entropy_source: qrng) for a
+secure configuration. The iCEBreaker has room for Alice only with the QRNG input (--entropy qrng).
 
 examples:
   qkdlink build --board ecpix5-85 --role alice --out build/alice-ecpix5 link.yaml
+  qkdlink build --board icebreaker --role alice --entropy qrng --out build/alice-icebreaker
   qkdlink build --board icebreaker --role alice --bringup --out build/bringup-ice --baud 1000000
 """
 
@@ -39,6 +42,8 @@ def cmd_build(args) -> int:
     """Build a bitstream for one endpoint on one board and write report.json next to it."""
     from ..host.config import load_link_config
     cfg = load_link_config(args.config)
+    if args.entropy is not None:
+        cfg = dataclasses.replace(cfg, gateware=dataclasses.replace(cfg.gateware, entropy_source=args.entropy))
     overrides = {k: getattr(args, k) for k in ("samples_per_clock", "slots_per_clock", "clock_mhz",
                                                "choice_depth_slots", "record_rows", "pending_depth")
                  if getattr(args, k) is not None}
@@ -77,6 +82,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, metavar="DIR", help="output directory (bitstream, report.json, build/)")
     b.add_argument("--baud", type=_positive_int, default=DEFAULT_BAUD,
                    help=f"host-link UART baud rate (default {DEFAULT_BAUD}), 8N1")
+    b.add_argument("--entropy", choices=("prng", "qrng"),
+                   help="Alice's entropy source, overriding gateware.entropy_source of the config "
+                        "(prng: simulation only, NOT secure; qrng: the QRNG serial input)")
     b.add_argument("--samples-per-clock", type=_positive_int, help="S, I/O samples per clock (board default)")
     b.add_argument("--slots-per-clock", type=_positive_int, help="P, pulse slots per clock (board default)")
     b.add_argument("--clock-mhz", type=float, help="system clock in MHz (board default)")

@@ -45,6 +45,7 @@ class Board:
     pmod_names: tuple = ("PMOD0", "PMOD1", "PMOD2")   # silkscreen names of amaranth's ("pmod", n)
     io_pipeline_clocks: int = 1       # register stages between the gearing and the endpoint
     digests: bool = True              # the CRC-32 self-check digests (SNAP_DIGEST_*) are built in
+    prng_fits: bool = True            # Alice has room for the simulation PRNG next to the QRNG input
 
     def platform(self):
         if self.name == "icebreaker":
@@ -64,10 +65,10 @@ BOARDS = {
     "icebreaker": Board(
         name="icebreaker", title="1BitSquared iCEBreaker", family="ice40", device="iCE40UP5K-SG48",
         speed_grade="-", osc_resource="clk12", osc_mhz=12.0,
-        samples_per_clock=2, slots_per_clock=1, clock_mhz=48.0, choice_depth_slots=1024,
+        samples_per_clock=2, slots_per_clock=1, clock_mhz=24.0, choice_depth_slots=1024,
         record_rows=64, pending_depth=256, io_attrs=dict(IO_STANDARD="SB_LVCMOS"),
         pins={"alice": _ALICE_ICE40, "bob": _BOB_ICE40}, status_led="led_g",
-        pmod_names=("PMOD1A", "PMOD1B", "PMOD2"), digests=False),
+        pmod_names=("PMOD1A", "PMOD1B", "PMOD2"), digests=False, prng_fits=False),
     "ecpix5-85": Board(
         name="ecpix5-85", title="LambdaConcept ECPIX-5 85F", family="ecp5", device="LFE5UM5G-85F-8BG554",
         speed_grade="8", osc_resource="clk100", osc_mhz=100.0,

@@ -5,7 +5,7 @@ Per clock (see docs/receiver.md):
 * input stage: four detector words and the sync word (S samples each) enter the time tagger
   and the sync sampler while ``CTRL.RUN`` is set (``running`` output);
 * tag stage, ``TimeTagger.LATENCY`` clocks later (a *running clock* of Bob): clicks ->
-  detections per slot (squashing randomness from a seeded xoroshiro128++ lane); sync bits ->
+  detections per slot (squashing randomness from a seeded xorshift64 generator); sync bits ->
   sync receiver (lock, offset, clock-offset tracking); counters and fine-time histograms
   (block RAM, :class:`~qkdlink.hdl.counter_ram.CounterRam`);
 * each detection while locked becomes a 64-bit record with Alice's slot index; one row of up
@@ -27,7 +27,7 @@ from ..hdl.pulses import check_geometry
 from ..hdl.histogram import FineTimeBins
 from ..hdl.record_rows import RecordRowFifo
 from ..hdl.record_fifo import pack_record_value
-from ..hdl.entropy import Xoroshiro128ppLanes
+from ..hdl.squash_rng import SquashBits
 from ..hdl.regbank import RegisterBank
 from ..hdl.counter_ram import CounterRam, drive_one_clock_late
 from ..hdl.hostlink import LINK_COUNTER_REGISTERS, HostLink, connect_link_counters
@@ -119,7 +119,7 @@ class Bob(wiring.Component):
         m.submodules.link = link = HostLink(sift_apply=True, pending_depth=p.pending_depth, read_latency=2)
         m.submodules.tagger = tagger = TimeTagger(S, P, 4, p.max_delay_samples)
         m.submodules.sync_sampler = sampler = SyncSampler(S, P, p.max_delay_samples)
-        m.submodules.prng = prng = Xoroshiro128ppLanes(1)
+        m.submodules.squash_rng = squash = SquashBits(2 * P)
         m.submodules.combiner = comb = DetectionCombiner(P)
         m.submodules.sync_rx = srx = SyncReceiver(P, p.frame_log2)
         m.submodules.histogram = hist = FineTimeBins(4, HISTOGRAM_BINS)
@@ -164,10 +164,10 @@ class Bob(wiring.Component):
         running = run_pipe[-1]
 
         m.d.comb += [
-            prng.seed.eq(Cat(regs.seed_lo, regs.seed_hi)),
-            prng.load.eq(load_seed),
-            prng.advance.eq(running),
-            comb.random.eq(prng.words[:2 * P]),
+            squash.seed.eq(Cat(regs.seed_lo, regs.seed_hi)),
+            squash.load.eq(load_seed),
+            squash.advance.eq(running),
+            comb.random.eq(squash.bits),
             srx.bits.eq(sampler.bits),
             srx.run.eq(running),
             srx.loss_frames.eq(regs.sync_loss_frames),

@@ -16,7 +16,7 @@ from ..hdl.timetagger import timetagger_model
 from ..hdl.sync_sampler import sync_sampler_model
 from ..hdl.sync_rx import sync_rx_model
 from ..hdl.detection import combine_model
-from ..hdl.entropy import xoroshiro_lane_words
+from ..hdl.squash_rng import squash_bits_model
 from ..hdl.histogram import histogram_model
 from ..hdl.record_fifo import pack_records
 from .bob import BobParams, record_digest_bits
@@ -67,7 +67,7 @@ def bob_model(params: BobParams, settings: BobSettings, det: np.ndarray, sync: n
     bits = sync_sampler_model(S, P, sync, settings.delay_sync_samples, params.max_delay_samples)
     srx = sync_rx_model(P, params.frame_log2, bits, settings.sync_loss_frames,
                         track_slots=settings.sync_track_slots)
-    random = xoroshiro_lane_words(settings.seed, 0, n).astype(np.uint64) & np.uint64((1 << 2 * P) - 1)
+    random = squash_bits_model(settings.seed, n, 2 * P).astype(np.uint64)
     dets = combine_model(tag["click"], tag["lane"], tag["fine"], random, P)
 
     detected = dets["detected"].astype(bool)

@@ -10,8 +10,8 @@ Design
 * **Pending counts.** Counter ``i`` has a ``pending_bits`` register ``pend[i]`` that counts
   its events; its value is always ``ram[i] + pend[i]`` (modulo ``2**width``).
 * **Flusher.** A pointer visits the counters round robin, one per clock: read ``ram[p]``
-  (clock A), register the read data (B), write ``ram[p] = data + pend[p]`` and restart
-  ``pend[p]`` with this clock's event (C). Between A and C no other write touches word
+  (clock A), register the read data and ``pend[p]`` plus this clock's event (B), write
+  ``ram[p] = data + pend[p]`` and restart ``pend[p]`` with this clock's event (C). Between A and C no other write touches word
   ``p`` (``n_words >= 3``), and ``pend[p]`` is only emptied in the clock the sum is written,
   so ``ram + pend`` is the count in every clock. A clock with a read request (below) lends
   the RAM read port to the reader; the flusher skips its visit and stays on its word.
@@ -102,9 +102,11 @@ class LiveCounters(wiring.Component):
             m.d.sync += boot_left.eq(boot_left - 1)
             with m.If(boot_left == 1):
                 m.d.sync += booting.eq(0)
+        # pend[c_addr] in C is pend[b_addr] + the event of B (only C restarts a pend, and C is
+        # on another word in B): selected and registered in B, so C is one adder deep.
         pend_c = Signal(self.pending_bits)
+        m.d.sync += pend_c.eq(Array(pend + pad)[b_addr] + Array(list(self.inc) + pad)[b_addr])
         m.d.comb += [
-            pend_c.eq(Array(pend + pad)[c_addr]),
             wr.addr.eq(c_addr),
             wr.en.eq(c_valid),
             wr.data.eq(Mux(c_boot, 0, c_data + pend_c)),
