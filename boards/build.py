@@ -73,7 +73,8 @@ def gateware_params(board, role: str, gw, *, samples_per_clock=None, slots_per_c
                            has_digests=board.digests), f
     if role == "bob":
         return BobParams(S, P, gw.sync_frame_log2, record_rows=record_rows or board.record_rows,
-                         pending_depth=pending_depth or board.pending_depth, has_digests=board.digests), f
+                         pending_depth=pending_depth or board.pending_depth, has_digests=board.digests,
+                         has_histogram=board.histogram), f
     raise ValueError(f"role {role!r}: must be 'alice' or 'bob'")
 
 

@@ -46,6 +46,7 @@ class Board:
     io_pipeline_clocks: int = 1       # register stages between the gearing and the endpoint
     digests: bool = True              # the CRC-32 self-check digests (SNAP_DIGEST_*) are built in
     prng_fits: bool = True            # Alice has room for the simulation PRNG next to the QRNG input
+    histogram: bool = True            # Bob's fine-time histograms (HIST_*) are built in
 
     def platform(self):
         if self.name == "icebreaker":
@@ -68,7 +69,8 @@ BOARDS = {
         samples_per_clock=2, slots_per_clock=1, clock_mhz=24.0, choice_depth_slots=1024,
         record_rows=64, pending_depth=256, io_attrs=dict(IO_STANDARD="SB_LVCMOS"),
         pins={"alice": _ALICE_ICE40, "bob": _BOB_ICE40}, status_led="led_g",
-        pmod_names=("PMOD1A", "PMOD1B", "PMOD2"), digests=False, prng_fits=False),
+        pmod_names=("PMOD1A", "PMOD1B", "PMOD2"), digests=False, prng_fits=False,
+        histogram=False),
     "ecpix5-85": Board(
         name="ecpix5-85", title="LambdaConcept ECPIX-5 85F", family="ecp5", device="LFE5UM5G-85F-8BG554",
         speed_grade="8", osc_resource="clk100", osc_mhz=100.0,

@@ -183,6 +183,7 @@ def run_bob_cosim(params: BobParams, settings: BobSettings, det: np.ndarray, syn
         "model_agreement": not mismatches, "mismatches": mismatches,
         "snapshot": measured["snapshot"], "records": len(records), "sifted": len(got_key),
         "sifted_errors": errors, "link_counters": measured["link_counters"],
+        "histogram_read": [int(v) for v in measured["histogram"]],
         "run_wall_s": measured["run_wall_s"], "build_s": t_build, "run_s": t_run, "model_s": t_model,
         "slots_per_s": n_run * P / measured["run_wall_s"] if measured["run_wall_s"] else None,
     }

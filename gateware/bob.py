@@ -38,14 +38,22 @@ __all__ = ["Bob", "BobParams", "record_digest_bits", "DETECTORS"]
 
 DETECTORS = ("H", "V", "D", "A")
 
-# Counter RAM words (one 48-bit counter each) and the registers that read their shadows.
-_HIST_NAMES = tuple(f"HIST_{d}_{b}" for d in DETECTORS for b in range(HISTOGRAM_BINS))
 _BOB_C32 = tuple(n for n in BOB_COUNTER32_NAMES if n != "SNAP_DIGEST_RECORDS")
-BOB_COUNTER_WORDS = BOB_COUNTER48_NAMES + _BOB_C32 + _HIST_NAMES
-BOB_RAM_REGISTERS = {
-    **{f"{n}_{half}": (w, 32 * h) for w, n in enumerate(BOB_COUNTER48_NAMES) for h, half in enumerate(("LO", "HI"))},
-    **{n: (BOB_COUNTER_WORDS.index(n), 0) for n in _BOB_C32 + _HIST_NAMES},
-}
+
+
+def bob_counter_words(params: "BobParams") -> tuple[str, ...]:
+    """Counter RAM words (one 48-bit counter each), by register name: the SNAP_* counters and
+    the histogram bins that can count, ``K = S / P`` per detector (fine times are
+    ``0 .. K - 1``); the other ``HIST_*`` registers read 0 without a word."""
+    bins = params.samples_per_clock // params.slots_per_clock if params.has_histogram else 0
+    return BOB_COUNTER48_NAMES + _BOB_C32 + tuple(f"HIST_{d}_{b}" for d in DETECTORS for b in range(bins))
+
+
+def bob_ram_registers(words: tuple[str, ...]) -> dict:
+    """RAM-backed registers of the counter RAM words ``words``: {register: (word, lsb)}."""
+    return {**{f"{n}_{half}": (w, 32 * h) for w, n in enumerate(BOB_COUNTER48_NAMES)
+               for h, half in enumerate(("LO", "HI"))},
+            **{n: (words.index(n), 0) for n in words[len(BOB_COUNTER48_NAMES):]}}
 
 
 def record_digest_bits(slots_per_clock: int) -> int:
@@ -57,7 +65,7 @@ class BobParams:
     """Validated build parameters of the receiver."""
 
     def __init__(self, samples_per_clock=4, slots_per_clock=4, frame_log2=12, record_rows=256,
-                 pending_depth=1024, max_delay_samples=None, has_digests=True):
+                 pending_depth=1024, max_delay_samples=None, has_digests=True, has_histogram=True):
         check_geometry(samples_per_clock, slots_per_clock)
         check_frame_log2(frame_log2)
         for name, v in (("record_rows", record_rows), ("pending_depth", pending_depth)):
@@ -70,6 +78,7 @@ class BobParams:
         self.pending_depth = pending_depth
         self.max_delay_samples = 4 * samples_per_clock - 1 if max_delay_samples is None else max_delay_samples
         self.has_digests = bool(has_digests)
+        self.has_histogram = bool(has_histogram)
 
     @classmethod
     def from_config(cls, gw) -> "BobParams":
@@ -79,14 +88,15 @@ class BobParams:
     def build_word(self) -> int:
         r = BOB_REGISTERS["BUILD"]
         fields = {"SAMPLES_PER_CLOCK": self.samples_per_clock, "SLOTS_PER_CLOCK": self.slots_per_clock,
-                  "FRAME_LOG2": self.frame_log2, "HAS_PRNG": 1, "HAS_DIGESTS": int(self.has_digests)}
+                  "FRAME_LOG2": self.frame_log2, "HAS_PRNG": 1, "HAS_DIGESTS": int(self.has_digests),
+                  "HAS_HISTOGRAM": int(self.has_histogram)}
         return sum(v << r.field(k).offset for k, v in fields.items())
 
     def as_dict(self) -> dict:
         return dict(samples_per_clock=self.samples_per_clock, slots_per_clock=self.slots_per_clock,
                     frame_log2=self.frame_log2, record_rows=self.record_rows,
                     pending_depth=self.pending_depth, max_delay_samples=self.max_delay_samples,
-                    has_digests=self.has_digests)
+                    has_digests=self.has_digests, has_histogram=self.has_histogram)
 
 
 class Bob(wiring.Component):
@@ -113,7 +123,8 @@ class Bob(wiring.Component):
         S, P = p.samples_per_clock, p.slots_per_clock
         m = Module()
 
-        m.submodules.regs = regs = RegisterBank(BOB_REGISTERS, BOB_RAM_REGISTERS, len(BOB_COUNTER_WORDS), 48,
+        words = bob_counter_words(p)
+        m.submodules.regs = regs = RegisterBank(BOB_REGISTERS, bob_ram_registers(words), len(words), 48,
                                                   live_registers=LINK_COUNTER_REGISTERS,
                                                   read_latency=2)
         m.submodules.link = link = HostLink(sift_apply=True, pending_depth=p.pending_depth, read_latency=2)
@@ -122,7 +133,9 @@ class Bob(wiring.Component):
         m.submodules.squash_rng = squash = SquashBits(2 * P)
         m.submodules.combiner = comb = DetectionCombiner(P)
         m.submodules.sync_rx = srx = SyncReceiver(P, p.frame_log2)
-        m.submodules.histogram = hist = FineTimeBins(4, HISTOGRAM_BINS)
+        hist = None
+        if p.has_histogram:
+            m.submodules.histogram = hist = FineTimeBins(4, HISTOGRAM_BINS)
         m.submodules.records = rows = RecordRowFifo(P, p.record_rows)
 
         wiring.connect(m, link.bus, regs.bus)
@@ -179,9 +192,9 @@ class Bob(wiring.Component):
                 comb.click[c].eq(tagger.click[c] & running),
                 comb.lane[c].eq(tagger.lane[c]),
                 comb.fine[c].eq(tagger.fine[c]),
-                hist.live[c].eq(tagger.live[c] & running),
-                hist.fine[c].eq(tagger.fine[c]),
             ]
+            if hist is not None:
+                m.d.comb += [hist.live[c].eq(tagger.live[c] & running), hist.fine[c].eq(tagger.fine[c])]
 
         # Records: detections while locked, numbered in Alice's slots. One register stage
         # (records and their mask) between the slot arithmetic and the FIFO write / digest.
@@ -241,12 +254,20 @@ class Bob(wiring.Component):
         inc.update({"SNAP_LOCK_ACQUIRED": (srx.lock_acquired, 1, 0), "SNAP_LOCK_LOST": (srx.lock_lost, 1, 0),
                     "SNAP_SYNC_GOOD": (srx.marker_good, 1, 0), "SNAP_SYNC_MISMATCH": (srx.marker_mismatch, 1, 0),
                     "SNAP_SYNC_SLIPS": (srx.marker_slip, 1, 0)})
-        for c, dname in enumerate(DETECTORS):
-            for b in range(HISTOGRAM_BINS):
-                inc[f"HIST_{dname}_{b}"] = (hist.hits[c][b], 1, 1)
-        assert tuple(inc) == BOB_COUNTER_WORDS
+        for name in words[len(inc):]:                          # HIST_<detector>_<bin>
+            _, dname, b = name.split("_")
+            inc[name] = (hist.hits[DETECTORS.index(dname)][int(b)], 1, 1)
+        assert tuple(inc) == words
+        # Rare events get narrow accumulators (CounterRam min_gap): the sifting executor pulses
+        # once per merge step (CMP -> ACT: >= 2 clocks); the sync receiver's pulses come from
+        # valid markers, >= 16 slots apart (a 16-bit preamble match), or lock changes between them.
+        sync_gap = max(1, 16 // P)
+        gaps = {**{n: 2 for n in SIFT_COUNTER_NAMES + ("SNAP_SIFT_UNANSWERED", "SNAP_SIFT_UNMATCHED")},
+                **{n: sync_gap for n in ("SNAP_LOCK_ACQUIRED", "SNAP_LOCK_LOST", "SNAP_SYNC_GOOD",
+                                         "SNAP_SYNC_MISMATCH", "SNAP_SYNC_SLIPS")}}
         m.submodules.counters = cram = CounterRam(len(inc), 48, tuple(v[1] for v in inc.values()),
-                                                  tuple(v[2] for v in inc.values()))
+                                                  tuple(v[2] for v in inc.values()),
+                                                  min_gap=tuple(gaps.get(n, 1) for n in inc))
         # The increments, clears and snapshot reach the counter RAM through one register stage
         # (all delayed alike, so the counted values are unchanged); the undelayed commands
         # count as busy, so the host link's acknowledgement still waits for the sweep.

@@ -104,5 +104,7 @@ def bob_model(params: BobParams, settings: BobSettings, det: np.ndarray, sync: n
         "SNAP_DIGEST_RECORDS": digest,
     }
     hist = histogram_model(tag["live"], tag["fine"], HISTOGRAM_BINS)
+    if not params.has_histogram:
+        hist = np.zeros_like(hist)
     return BobRun(records=recs[mask], rows_records=recs, rows_mask=mask, locked=locked,
                   snapshot=snap, histogram=hist)

@@ -132,6 +132,8 @@ _COMMON = (
         Field("HAS_PRNG", 24, 1, "the simulation PRNG is built in: NOT a secure configuration"),
         Field("HAS_QRNG", 25, 1, "the external QRNG input is built in"),
         Field("HAS_DIGESTS", 26, 1, "the CRC-32 digests behind SNAP_DIGEST_* are built in (else those read 0)"),
+        Field("HAS_HISTOGRAM", 27, 1, "Bob: the fine-time histograms behind HIST_* are built in (else those "
+                                      "read 0); Alice: 0"),
     )),
     Register("SCRATCH", 0x0003, ACCESS_RW, 32, "free scratch register for link tests"),
 )

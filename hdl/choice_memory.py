@@ -115,11 +115,15 @@ class ChoiceMemory(wiring.Component):
 
         q = self.query.payload
         accept = Signal()
+        # The block RAM reads every clock (its enable is a constant): the stream handshake
+        # (`accept`, which depends on the consumer's `ready`) only reaches registers, not the
+        # RAM's clock enable. The row read in the accept clock is picked in the next clock
+        # and kept in `held_symbol` for an answer that waits longer.
         m.d.comb += [
             self.query.ready.eq(~self.answer.valid | self.answer.ready),
             accept.eq(self.query.valid & self.query.ready),
             rd.addr.eq(q[lp:lp + lr]),
-            rd.en.eq(accept),
+            rd.en.eq(1),
         ]
 
         status = Signal(2)
@@ -147,7 +151,12 @@ class ChoiceMemory(wiring.Component):
 
         row = rd.data
         picked = row.word_select(lane, 4) if lane is not None else row
-        m.d.comb += ans.symbol.eq(Mux(ans.status == STATUS_OK, picked, 0))
+        fresh = Signal()                        # first clock of the answer: the RAM row is its own
+        held_symbol = Signal(4)
+        m.d.sync += fresh.eq(accept)
+        with m.If(fresh):
+            m.d.sync += held_symbol.eq(picked)
+        m.d.comb += ans.symbol.eq(Mux(ans.status == STATUS_OK, Mux(fresh, picked, held_symbol), 0))
         return m
 
 

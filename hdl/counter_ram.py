@@ -8,8 +8,11 @@ instead of two flip-flops per counter bit and a wide register read multiplexer.
 Design
 ------
 * **Accumulators.** Counter ``i`` has a small register ``acc[i]`` that adds ``inc[i]``
-  every clock. Its width is ``bits(N * max_increment[i])``, ``N = max(n_counters, 3)``
-  words: it is emptied every ``N`` clocks, whatever else happens (below).
+  every clock. Its width is ``bits(ceil(N / min_gap[i]) * max_increment[i])``,
+  ``N = max(n_counters, 3)`` words: it is emptied every ``N`` clocks, whatever else happens
+  (below), and a counter whose increments are at least ``min_gap[i]`` clocks apart (a
+  contract of the user, like ``max_increment``) gets at most ``ceil(N / min_gap[i])`` of
+  them in that time.
 * **Flusher.** A pointer visits the words round robin, one per clock, without pause. A
   visit takes ``acc[p]`` (which restarts with this clock's increment) and adds it to the RAM
   word by a pipelined read-modify-write: read issued in the visit clock (A), read data
@@ -94,6 +97,9 @@ class CounterRam(wiring.Component):
     groups : sequence of int or None
         Clear group of each counter (default: all in group 0); ``clear`` has one bit per
         group ``0 .. max(groups)``.
+    min_gap : int or sequence of int
+        Fewest clocks between two non-zero increments, for all counters or per counter
+        (>= 1, default 1); sizes the accumulators of rare events.
 
     Ports
     -----
@@ -111,7 +117,7 @@ class CounterRam(wiring.Component):
         Shadow word, valid the clock after ``r_en``, held until the next ``r_en``.
     """
 
-    def __init__(self, n_counters: int, width: int = 48, max_increment=1, groups=None):
+    def __init__(self, n_counters: int, width: int = 48, max_increment=1, groups=None, min_gap=1):
         _positive_int("n_counters", n_counters)
         _positive_int("width", width, 1, 64)
         n = n_counters
@@ -127,6 +133,13 @@ class CounterRam(wiring.Component):
             raise ValueError(f"groups has {len(groups)} entries, expected n_counters = {n}")
         for i, g in enumerate(groups):
             _positive_int(f"groups[{i}]", g, 0, 31)
+        if isinstance(min_gap, int) and not isinstance(min_gap, bool):
+            min_gap = (min_gap,) * n
+        min_gap = tuple(min_gap)
+        if len(min_gap) != n:
+            raise ValueError(f"min_gap has {len(min_gap)} entries, expected n_counters = {n}")
+        for i, v in enumerate(min_gap):
+            _positive_int(f"min_gap[{i}]", v)
         self.n_counters = n
         self.width = width
         self.max_increment = max_increment
@@ -134,7 +147,8 @@ class CounterRam(wiring.Component):
         self.n_groups = max(groups) + 1
         self.n_words = max(n, MIN_WORDS)
         #: accumulator width of each counter, bits
-        self.acc_bits = tuple(bits_for(self.n_words * v) for v in max_increment)
+        self.min_gap = min_gap
+        self.acc_bits = tuple(bits_for(-(-self.n_words // g) * v) for g, v in zip(min_gap, max_increment))
         super().__init__({
             "inc": In(data.ArrayLayout(bits_for(max(max_increment)), n)),
             "clear": In(self.n_groups),

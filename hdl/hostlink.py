@@ -392,7 +392,7 @@ class HostLink(wiring.Component):
         status = Signal(2)
         nak_code = Signal(2)
         body = Signal(2)
-        hdr = Signal(72)
+        hdr = Signal(72 if self.has_choice else 48)     # CHOICE_DATA has the longest header
         hdr_left = Signal(range(10))
         body_left = Signal(8)
         word = Signal(32)
@@ -528,9 +528,10 @@ class HostLink(wiring.Component):
                     with m.Case(_R_READ):
                         m.d.sync += [hdr.eq(Cat(Const(MsgType.READ_DATA, 8), req_seq, p[0], p[1], p[2], st8)),
                                      hdr_left.eq(6)]
-                    with m.Case(_R_CHOICE):
-                        m.d.sync += [hdr.eq(Cat(Const(MsgType.CHOICE_DATA, 8), req_seq, *p)),
-                                     hdr_left.eq(9)]
+                    if self.has_choice:
+                        with m.Case(_R_CHOICE):
+                            m.d.sync += [hdr.eq(Cat(Const(MsgType.CHOICE_DATA, 8), req_seq, *p)),
+                                         hdr_left.eq(9)]
                 m.d.sync += [body_left.eq(p[6]), rd_idx.eq(0)]
                 with m.If(resp_kind == _R_READ):
                     m.d.sync += body_left.eq(p[2])

@@ -8,22 +8,24 @@ cost the iCE40UP5K about 536 logic cells; here they cost one small RAM and about
 Design
 ------
 * **Pending counts.** Counter ``i`` has a ``pending_bits`` register ``pend[i]`` that counts
-  its events; its value is always ``ram[i] + pend[i]`` (modulo ``2**width``).
+  its events one clock late (through a register ``inc_r``); its value is always
+  ``ram[i] + pend[i] + inc_r[i]`` (modulo ``2**width``).
 * **Flusher.** A pointer visits the counters round robin, one per clock: read ``ram[p]``
-  (clock A), register the read data and ``pend[p]`` plus this clock's event (B), write
-  ``ram[p] = data + pend[p]`` and restart ``pend[p]`` with this clock's event (C). Between A and C no other write touches word
-  ``p`` (``n_words >= 3``), and ``pend[p]`` is only emptied in the clock the sum is written,
-  so ``ram + pend`` is the count in every clock. A clock with a read request (below) lends
-  the RAM read port to the reader; the flusher skips its visit and stays on its word.
+  and register ``pend[p] + inc_r[p]`` (clock A), write ``ram[p] = data + that`` and restart
+  ``pend[p]`` with ``inc_r[p]`` of this clock (B). Between A and B no other write touches
+  word ``p`` (``n_words >= 2``), and ``pend[p]`` is only emptied in the clock the sum is
+  written, so ``ram + pend + inc_r`` is the count in every clock. A clock with a read
+  request (below) lends the RAM read port to the reader; the flusher skips its visit and
+  stays on its word.
 * **Read port.** ``r_en``/``r_addr`` in clock ``X``: ``r_data`` in clock ``X + 2`` is the
   count after clock ``X``'s events (``ram[r_addr]`` before clock ``X``'s write, plus
-  ``pend`` in clock ``X``, plus clock ``X``'s event), that is the value a flip-flop counter
-  has in clock ``X + 1``. The RAM output and the small pending value are registered in
+  ``pend`` and ``inc_r`` in clock ``X``, plus clock ``X``'s event), that is the value a
+  flip-flop counter has in clock ``X + 1``. The RAM output and the small pending value are registered in
   clock ``X + 1`` and added in ``X + 2`` (no adder behind the block RAM's clock-to-out).
   ``r_data`` holds until the next read's result.
 * **Bound.** With at most one event per counter every ``min_event_gap`` clocks and read
   bursts of at most ``max_read_burst`` consecutive clocks, ``pend`` never exceeds
-  ``ceil((2 n_words + max_read_burst + 3) / min_event_gap)`` (the reset sweep
+  ``ceil((2 n_words + max_read_burst + 4) / min_event_gap)`` (the reset sweep
   leaves ``pend`` to grow for one more round); ``pending_bits`` is sized from
   that (a larger count would wrap ``pend`` and lose counts, so the parameters are a
   contract of the user: the host link's counters count at most once per three clocks, and
@@ -42,7 +44,7 @@ from amaranth.utils import bits_for
 
 __all__ = ["LiveCounters"]
 
-MIN_WORDS = 3   # read, register, write: a word is revisited after >= 3 clocks
+MIN_WORDS = 2   # read, then write: a word is revisited after its write
 
 
 class LiveCounters(wiring.Component):
@@ -59,11 +61,12 @@ class LiveCounters(wiring.Component):
                 raise ValueError(f"{name} = {v!r} must be an integer >= {lo}")
         self.n_counters, self.width = n_counters, width
         self.n_words = max(n_counters, MIN_WORDS)
-        worst = -(-(2 * self.n_words + max_read_burst + 3) // min_event_gap)
+        worst = -(-(2 * self.n_words + max_read_burst + 4) // min_event_gap)
         #: width of the pending counts, bits
         self.pending_bits = bits_for(worst + 1)
         self._mem = Memory(shape=width, depth=self.n_words, init=[])
         self._pend = [Signal(self.pending_bits, name=f"pend{i}") for i in range(n_counters)]
+        self._inc_r = Signal(n_counters, name="inc_r")
         super().__init__({
             "inc": In(n_counters),
             "r_en": In(1),
@@ -74,7 +77,8 @@ class LiveCounters(wiring.Component):
     def peek(self, ctx) -> list[int]:
         """The counts now, from a simulator testbench context (tests only)."""
         mask = (1 << self.width) - 1
-        return [(ctx.get(self._mem.data[i]) + ctx.get(p)) & mask for i, p in enumerate(self._pend)]
+        inc_r = ctx.get(self._inc_r)
+        return [(ctx.get(self._mem.data[i]) + ctx.get(p) + (inc_r >> i & 1)) & mask for i, p in enumerate(self._pend)]
 
     def elaborate(self, platform):
         m = Module()
@@ -84,8 +88,12 @@ class LiveCounters(wiring.Component):
         wr = mem.write_port()
         pend = self._pend
         pad = [Const(0, 1)] * (N - n)
+        # The events enter `pend` one clock late (`inc_r`), so no path runs from the event
+        # logic through a multiplexer and an adder; the reader adds the event of its own clock.
+        inc_r = self._inc_r
+        m.d.sync += inc_r.eq(self.inc)
 
-        # Flusher: A (visit `ptr` unless the reader has the port), B (data registered), C (write).
+        # Flusher: A (visit `ptr` unless the reader has the port), B (write).
         ptr = Signal(range(N))
         booting = Signal(init=1)                 # the first sweep after reset writes zeros
         boot_left = Signal(range(N + 1), init=N)
@@ -94,40 +102,40 @@ class LiveCounters(wiring.Component):
         with m.If(visit):
             m.d.sync += ptr.eq(Mux(ptr == N - 1, 0, ptr + 1))
         b_valid, b_addr, b_boot = Signal(), Signal(range(N)), Signal()
-        c_valid, c_addr, c_boot = Signal(), Signal(range(N)), Signal()
-        c_data = Signal(W)
+        # pend[b_addr] in B is pend[ptr] + inc_r[ptr] of A (only B restarts a pend, and B is on
+        # the previous word in A): selected and registered in A, so B is one adder deep.
+        pend_b = Signal(self.pending_bits)
         m.d.sync += [b_valid.eq(visit), b_addr.eq(ptr), b_boot.eq(booting),
-                     c_valid.eq(b_valid), c_addr.eq(b_addr), c_boot.eq(b_boot), c_data.eq(rd.data)]
+                     pend_b.eq(Array(pend + pad)[ptr] + Array(list(inc_r) + pad)[ptr])]
         with m.If(visit & booting):
             m.d.sync += boot_left.eq(boot_left - 1)
             with m.If(boot_left == 1):
                 m.d.sync += booting.eq(0)
-        # pend[c_addr] in C is pend[b_addr] + the event of B (only C restarts a pend, and C is
-        # on another word in B): selected and registered in B, so C is one adder deep.
-        pend_c = Signal(self.pending_bits)
-        m.d.sync += pend_c.eq(Array(pend + pad)[b_addr] + Array(list(self.inc) + pad)[b_addr])
         m.d.comb += [
-            wr.addr.eq(c_addr),
-            wr.en.eq(c_valid),
-            wr.data.eq(Mux(c_boot, 0, c_data + pend_c)),
+            wr.addr.eq(b_addr),
+            wr.en.eq(b_valid),
+            wr.data.eq(Mux(b_boot, 0, rd.data + pend_b)),
         ]
         for i in range(n):
-            with m.If(c_valid & (c_addr == i) & ~c_boot):
-                m.d.sync += pend[i].eq(self.inc[i])
+            with m.If(b_valid & (b_addr == i) & ~b_boot):
+                m.d.sync += pend[i].eq(inc_r[i])
             with m.Else():
-                m.d.sync += pend[i].eq(pend[i] + self.inc[i])
+                m.d.sync += pend[i].eq(pend[i] + inc_r[i])
 
-        # Reader: in X the pending count and this clock's event are registered (no adder
-        # behind the event logic); in X + 1 their sum and the RAM word; added in X + 2.
+        # Reader: in X the pending count, the late event and this clock's event are registered
+        # (multiplexers only); in X + 1 their sum and the RAM word; added in X + 2.
         r_pend = Signal(self.pending_bits)
+        r_inc_r = Signal()
         r_inc = Signal()
-        r_small1 = Signal(self.pending_bits + 1)
+        r_small1 = Signal(self.pending_bits + 2)
         r_word1 = Signal(W)
         r_first = Signal()
         with m.If(self.r_en):
-            m.d.sync += [r_pend.eq(Array(pend + pad)[self.r_addr]), r_inc.eq(Array(list(self.inc) + pad)[self.r_addr])]
+            m.d.sync += [r_pend.eq(Array(pend + pad)[self.r_addr]),
+                         r_inc_r.eq(Array(list(inc_r) + pad)[self.r_addr]),
+                         r_inc.eq(Array(list(self.inc) + pad)[self.r_addr])]
         m.d.sync += r_first.eq(self.r_en)
         with m.If(r_first):
-            m.d.sync += [r_small1.eq(r_pend + r_inc), r_word1.eq(rd.data)]
+            m.d.sync += [r_small1.eq(r_pend + r_inc_r + r_inc), r_word1.eq(rd.data)]
         m.d.comb += self.r_data.eq(r_word1 + r_small1)
         return m

@@ -180,20 +180,23 @@ class SyncReceiver(wiring.Component):
         with m.If(run):
             en += [b_valid.eq(valid), b_f.eq(f), b_first.eq(a_base + lane)]
 
-        # Stage 3: implied offset.
+        # Stage 3: implied offset. `c_off` changes only with a valid marker and is held until
+        # the next one (>= 4 clocks later, below), so stages 4 to 6 use it directly instead of
+        # carrying 48-bit copies along the pipeline.
         c_valid = Signal()
         c_off = Signal(SLOT_BITS)
         with m.If(run):
-            en += [c_valid.eq(b_valid), c_off.eq(b_f - b_first)]
+            en += c_valid.eq(b_valid)
+            with m.If(b_valid):
+                en += c_off.eq(b_f - b_first)
 
         # Stage 4: difference to the current offset. (Preamble matches are >= 16 slots, i.e.
         # >= 4 clocks, apart, so a commit never changes `offset` between a marker's
         # subtraction here and its commit two clocks later.)
         d_valid = Signal()
         d_diff = Signal(SLOT_BITS)
-        d_off = Signal(SLOT_BITS)
         with m.If(run):
-            en += [d_valid.eq(c_valid), d_diff.eq(c_off - self.offset), d_off.eq(c_off)]
+            en += [d_valid.eq(c_valid), d_diff.eq(c_off - self.offset)]
 
         # Stage 5: classify: zero, or a slip 0 < |delta| <= track_slots (delta in [-255, 255]:
         # bits 8..47 all equal to the sign, magnitude of the low 9 bits within the window).
@@ -202,7 +205,6 @@ class SyncReceiver(wiring.Component):
         e_match = Signal()
         e_slip = Signal()
         e_delta = Signal(signed(T + 1))
-        e_off = Signal(SLOT_BITS)
         hi_zero = d_diff[T:] == 0
         hi_ones = d_diff[T:] == (1 << (SLOT_BITS - T)) - 1
         low = d_diff[:T]
@@ -210,7 +212,7 @@ class SyncReceiver(wiring.Component):
         neg = hi_ones & (low + self.track_slots)[T]             # 256 - low <= track_slots
         with m.If(run):
             en += [e_valid.eq(d_valid), e_match.eq(hi_zero & (low == 0)), e_slip.eq(pos | neg),
-                   e_delta.eq(d_diff[:T + 1]), e_off.eq(d_off)]
+                   e_delta.eq(d_diff[:T + 1])]
 
         # Stage 6: commit.
         timer_bits = 8 + L - lp
@@ -230,7 +232,7 @@ class SyncReceiver(wiring.Component):
                 with m.If(e_valid & e_match):
                     en += [good_r.eq(1), timer.eq(limit), timer_zero.eq(0)]
                 with m.Elif(e_valid & e_slip):
-                    en += [slip_r.eq(1), self.offset.eq(e_off),
+                    en += [slip_r.eq(1), self.offset.eq(c_off),
                            self.drift_slots.eq(self.drift_slots + e_delta),
                            timer.eq(limit), timer_zero.eq(0)]
                 with m.Else():
@@ -240,7 +242,7 @@ class SyncReceiver(wiring.Component):
                     with m.Else():
                         en += [timer.eq(timer - 1), timer_zero.eq(timer == 1)]
             with m.Elif(e_valid):
-                en += [acquired_r.eq(1), self.locked.eq(1), self.offset.eq(e_off),
+                en += [acquired_r.eq(1), self.locked.eq(1), self.offset.eq(c_off),
                        self.drift_slots.eq(0), timer.eq(limit), timer_zero.eq(0)]
 
         m.d.comb += [

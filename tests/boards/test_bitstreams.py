@@ -47,8 +47,10 @@ def test_qrng_alice_has_no_prng():
     cfg = link_config_from_dict({"gateware": {"entropy_source": "qrng"}})
     params, clock_mhz = gateware_params(get_board("ecpix5-85"), "alice", cfg.gateware)
     assert not params.has_prng and params.has_qrng and clock_mhz == 156.25
-    params, _ = gateware_params(get_board("icebreaker"), "alice", default_link_config().gateware)
-    assert params.has_prng and params.samples_per_clock == 2
+    params, _ = gateware_params(get_board("ecpix5-85"), "alice", default_link_config().gateware)
+    assert params.has_prng and params.samples_per_clock == 4
+    params, clock_mhz = gateware_params(get_board("icebreaker"), "alice", cfg.gateware)
+    assert not params.has_prng and params.samples_per_clock == 2 and clock_mhz == 24.0
 
 
 @pytest.mark.bitstream

@@ -115,7 +115,9 @@ def test_report_parsing(tmp_path):
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--board", "icebreaker", "--role", "alice", "--samples-per-clock", "4"], "samples_per_clock = 4"),
+    (["--board", "icebreaker", "--role", "alice", "--entropy", "qrng", "--samples-per-clock", "4"],
+     "samples_per_clock = 4"),
+    (["--board", "icebreaker", "--role", "alice"], "--entropy qrng"),       # no room for the PRNG
     (["--board", "icebreaker", "--role", "bob", "--baud", "20000000"], "clocks per bit"),
     (["--board", "ecpix5-85", "--role", "bob", "--clock-mhz", "900"], "not reachable"),
     (["--board", "ecpix5-85", "--role", "alice", "--slots-per-clock", "3"], "slots_per_clock"),

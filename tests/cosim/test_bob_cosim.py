@@ -94,17 +94,20 @@ def test_sync_loss_and_reacquisition_after_a_fibre_change():
 def test_record_fifo_overflow_drops_whole_rows_and_flags_the_gap():
     """Without sifting answers the pending queue fills, the record FIFO overflows: records are
     dropped whole and counted, the next one carries the gap flag, none is corrupted. Built like
-    the iCEBreaker receiver (small FIFOs, no record digest: SNAP_DIGEST_RECORDS reads 0)."""
+    the iCEBreaker receiver (small FIFOs, no record digest: SNAP_DIGEST_RECORDS reads 0; no
+    fine-time histograms: every HIST_* reads 0)."""
     S, P = 2, 2
     clocks = 200_000
     codes = alice_codes(S, P, clocks * P, seed=9)
     stim = make_stimulus(S, P, clocks, codes, alice_first_slot=FIRST_SLOT, frame_log2=FRAME_LOG2,
                          eta=0.02, dark=1e-4, seed=4)
-    params = BobParams(S, P, frame_log2=FRAME_LOG2, record_rows=4, pending_depth=64, has_digests=False)
+    params = BobParams(S, P, frame_log2=FRAME_LOG2, record_rows=4, pending_depth=64, has_digests=False,
+                       has_histogram=False)
     report = run_bob_cosim(params, BobSettings(seed=1), stim.det, stim.sync, codes, FIRST_SLOT,
                            chunks=1, sift=False, keep_records=True)
     snap = report["snapshot"]
     assert snap["SNAP_DIGEST_RECORDS"] == 0
+    assert report["histogram_read"] == [0] * 32
     dropped = snap["SNAP_RECORDS_DROPPED"]
     got, expected = report["received_records"], report["expected_records"]
     stuck = len(expected) - len(got) - dropped          # still in the (full) record FIFO at the end

@@ -54,20 +54,26 @@ class Model:
 
 
 PARAMS = [
-    # n_counters, width, max_increment, groups, clocks, seed
-    (25, 48, 1, None, 12000, 1),
-    (7, 10, (4, 1, 2, 3, 1, 1, 8), (0, 0, 1, 1, 2, 2, 2), 9000, 2),
-    (2, 6, 3, (0, 1), 6000, 3),
+    # n_counters, width, max_increment, groups, clocks, seed, min_gap
+    (25, 48, 1, None, 12000, 1, 1),
+    (7, 10, (4, 1, 2, 3, 1, 1, 8), (0, 0, 1, 1, 2, 2, 2), 9000, 2, 1),
+    (2, 6, 3, (0, 1), 6000, 3, 1),
+    # rare events: accumulators sized from the gap (2 of them 1 bit wide)
+    (12, 12, (1, 2, 1, 1, 1, 3, 1, 1, 1, 1, 1, 1), (0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2), 12000, 4,
+     (1, 2, 3, 12, 16, 2, 1, 5, 7, 30, 1, 4)),
 ]
 
 
-@pytest.mark.parametrize("n,width,max_inc,groups,clocks,seed", PARAMS)
-def test_against_model(n, width, max_inc, groups, clocks, seed):
-    dut = CounterRam(n, width, max_inc, groups)
+@pytest.mark.parametrize("n,width,max_inc,groups,clocks,seed,min_gap", PARAMS)
+def test_against_model(n, width, max_inc, groups, clocks, seed, min_gap):
+    dut = CounterRam(n, width, max_inc, groups, min_gap=min_gap)
     model = Model(dut)
     rng = random.Random(seed)
     maxes = dut.max_increment
     stats = {"snapshots": 0, "clears": 0, "back_to_back": 0, "reads_in_sweep": 0, "reads": 0}
+
+    gaps = dut.min_gap
+    last_inc = [-10**9] * n
 
     async def tb(ctx):
         held = None               # r_data of the last read
@@ -84,6 +90,11 @@ def test_against_model(n, width, max_inc, groups, clocks, seed):
                 inc = [rng.randint(0, m) for m in maxes]
             else:
                 inc = [rng.randint(0, m) if rng.random() < 0.1 else 0 for m in maxes]
+            for i in range(n):                  # the gap contract: as dense as it allows
+                if inc[i] and c - last_inc[i] < gaps[i]:
+                    inc[i] = 0
+                elif inc[i]:
+                    last_inc[i] = c
             snap, clear = 0, 0
             if not final:
                 free = not model.sweeping() and c > 0
@@ -201,4 +212,8 @@ def test_bad_parameters():
             CounterRam(2, 8, (1,))
         with pytest.raises(ValueError, match="groups has 3 entries"):
             CounterRam(2, 8, 1, (0, 1, 0))
+        with pytest.raises(ValueError, match=r"min_gap\[1\]"):
+            CounterRam(2, 8, 1, min_gap=(1, 0))
+        with pytest.raises(ValueError, match="min_gap has 1 entries"):
+            CounterRam(2, 8, 1, min_gap=(2,))
         gc.collect()
