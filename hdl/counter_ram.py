@@ -67,6 +67,18 @@ def _positive_int(name, v, lo=1, hi=None):
         raise ValueError(f"{name} must be an integer in [{lo}, {hi if hi is not None else 'inf'}], not {v!r}")
 
 
+def _per_counter(name, value, n, lo=1, hi=None) -> tuple:
+    """``value`` (one int for all, or one per counter) as a checked tuple of ``n`` ints."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,) * n
+    value = tuple(value)
+    if len(value) != n:
+        raise ValueError(f"{name} has {len(value)} entries, expected n_counters = {n}")
+    for i, v in enumerate(value):
+        _positive_int(f"{name}[{i}]", v, lo, hi)
+    return value
+
+
 def drive_one_clock_late(m: Module, cram: "CounterRam", incs, clear, snapshot) -> None:
     """Drive ``cram``'s ``inc`` (one value per counter, in order), ``clear`` and ``snapshot``
     through one register stage, all delayed alike, so the counted values are unchanged (a
@@ -121,25 +133,9 @@ class CounterRam(wiring.Component):
         _positive_int("n_counters", n_counters)
         _positive_int("width", width, 1, 64)
         n = n_counters
-        if isinstance(max_increment, int) and not isinstance(max_increment, bool):
-            max_increment = (max_increment,) * n
-        max_increment = tuple(max_increment)
-        if len(max_increment) != n:
-            raise ValueError(f"max_increment has {len(max_increment)} entries, expected n_counters = {n}")
-        for i, v in enumerate(max_increment):
-            _positive_int(f"max_increment[{i}]", v)
-        groups = (0,) * n if groups is None else tuple(groups)
-        if len(groups) != n:
-            raise ValueError(f"groups has {len(groups)} entries, expected n_counters = {n}")
-        for i, g in enumerate(groups):
-            _positive_int(f"groups[{i}]", g, 0, 31)
-        if isinstance(min_gap, int) and not isinstance(min_gap, bool):
-            min_gap = (min_gap,) * n
-        min_gap = tuple(min_gap)
-        if len(min_gap) != n:
-            raise ValueError(f"min_gap has {len(min_gap)} entries, expected n_counters = {n}")
-        for i, v in enumerate(min_gap):
-            _positive_int(f"min_gap[{i}]", v)
+        max_increment = _per_counter("max_increment", max_increment, n)
+        groups = _per_counter("groups", 0 if groups is None else groups, n, lo=0, hi=31)
+        min_gap = _per_counter("min_gap", min_gap, n)
         self.n_counters = n
         self.width = width
         self.max_increment = max_increment
