@@ -3,7 +3,8 @@
 Targets: iCE40UP5K (iCEBreaker) system clock >= 48 MHz; ECP5-85F (ECPIX-5, speed grade 8)
 >= 156.25 MHz with P = 4 (625 MHz pulse rate), each board at its default (full-rate)
 parameters but constrained at the target clock (the iCEBreaker's default clock is 24 MHz, what
-its endpoints meet today; its Alice is built QRNG-only, the PRNG does not fit the UP5K). Baseline, measured in the same run: the board's bring-up design (same PLL,
+its endpoints meet today; its Alice is built QRNG-only, the PRNG does not fit the UP5K).
+Baseline, measured in the same run: the board's bring-up design (same PLL,
 gearing and UART, no endpoint logic), i.e. what the board infrastructure alone reaches.
 Each endpoint build runs the whole YoWASP flow (minutes of CPU); a build that fails (does
 not fit, misses timing, tool error) is reported with its error. `tool_cpu_s` is the CPU time
@@ -20,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from qkdlink.boards.build import BuildError, build_board
+from qkdlink.boards.build import BuildError, build_board, with_entropy_source
 from qkdlink.boards.platforms import get_board
-from qkdlink.host.config import default_link_config, link_config_from_dict
+from qkdlink.host.config import default_link_config
 
 TARGET_MHZ = {"icebreaker": 48.0, "ecpix5-85": 156.25}
 
@@ -43,9 +44,8 @@ def main(argv=None) -> int:
                 out = root / f"{board}-{role}{'-bringup' if bringup else ''}"
                 entry = {"board": board, "role": role, "design": "bring-up baseline" if bringup else "endpoint",
                          "target_mhz": TARGET_MHZ.get(board)}
-                board_cfg = cfg
-                if not get_board(board).prng_fits:      # the UP5K Alice: QRNG only
-                    board_cfg = link_config_from_dict({"gateware": {"entropy_source": "qrng"}})
+                # the UP5K Alice is QRNG-only (the PRNG does not fit)
+                board_cfg = cfg if get_board(board).prng_fits else with_entropy_source(cfg, "qrng")
                 try:
                     # constrained at the target (the board default may be lower: iCEBreaker 24 MHz)
                     rep = build_board(board, role, out, board_cfg, bringup=bringup,

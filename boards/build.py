@@ -14,6 +14,7 @@ A timing failure raises :class:`BuildError` after the report is written.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -51,6 +52,11 @@ _RESOURCES = {
 
 class BuildError(RuntimeError):
     """A build that failed (tool error, does not fit, or misses timing)."""
+
+
+def with_entropy_source(cfg, source: str):
+    """``cfg`` with ``gateware.entropy_source`` replaced by ``source`` ("prng" or "qrng")."""
+    return dataclasses.replace(cfg, gateware=dataclasses.replace(cfg.gateware, entropy_source=source))
 
 
 def gateware_params(board, role: str, gw, *, samples_per_clock=None, slots_per_clock=None, clock_mhz=None,

@@ -5,11 +5,10 @@ Registered on the main command line by ``add_parser(subparsers)``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
-from .build import DEFAULT_BAUD, BuildError, build_board
+from .build import DEFAULT_BAUD, BuildError, build_board, with_entropy_source
 from .platforms import BOARDS
 
 __all__ = ["add_parser", "cmd_build"]
@@ -43,7 +42,7 @@ def cmd_build(args) -> int:
     from ..host.config import load_link_config
     cfg = load_link_config(args.config)
     if args.entropy is not None:
-        cfg = dataclasses.replace(cfg, gateware=dataclasses.replace(cfg.gateware, entropy_source=args.entropy))
+        cfg = with_entropy_source(cfg, args.entropy)
     overrides = {k: getattr(args, k) for k in ("samples_per_clock", "slots_per_clock", "clock_mhz",
                                                "choice_depth_slots", "record_rows", "pending_depth")
                  if getattr(args, k) is not None}

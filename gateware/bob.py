@@ -41,12 +41,17 @@ DETECTORS = ("H", "V", "D", "A")
 _BOB_C32 = tuple(n for n in BOB_COUNTER32_NAMES if n != "SNAP_DIGEST_RECORDS")
 
 
+def bob_histogram_bins(params: "BobParams") -> tuple[tuple[int, int], ...]:
+    """``(detector, bin)`` of the histogram bins that can count: ``K = S / P`` per detector
+    (fine times are ``0 .. K - 1``), none without histograms."""
+    bins = params.samples_per_clock // params.slots_per_clock if params.has_histogram else 0
+    return tuple((c, b) for c in range(len(DETECTORS)) for b in range(bins))
+
+
 def bob_counter_words(params: "BobParams") -> tuple[str, ...]:
     """Counter RAM words (one 48-bit counter each), by register name: the SNAP_* counters and
-    the histogram bins that can count, ``K = S / P`` per detector (fine times are
-    ``0 .. K - 1``); the other ``HIST_*`` registers read 0 without a word."""
-    bins = params.samples_per_clock // params.slots_per_clock if params.has_histogram else 0
-    return BOB_COUNTER48_NAMES + _BOB_C32 + tuple(f"HIST_{d}_{b}" for d in DETECTORS for b in range(bins))
+    the histogram bins that can count; the other ``HIST_*`` registers read 0 without a word."""
+    return BOB_COUNTER48_NAMES + _BOB_C32 + tuple(f"HIST_{DETECTORS[c]}_{b}" for c, b in bob_histogram_bins(params))
 
 
 def bob_ram_registers(words: tuple[str, ...]) -> dict:
@@ -254,9 +259,8 @@ class Bob(wiring.Component):
         inc.update({"SNAP_LOCK_ACQUIRED": (srx.lock_acquired, 1, 0), "SNAP_LOCK_LOST": (srx.lock_lost, 1, 0),
                     "SNAP_SYNC_GOOD": (srx.marker_good, 1, 0), "SNAP_SYNC_MISMATCH": (srx.marker_mismatch, 1, 0),
                     "SNAP_SYNC_SLIPS": (srx.marker_slip, 1, 0)})
-        for name in words[len(inc):]:                          # HIST_<detector>_<bin>
-            _, dname, b = name.split("_")
-            inc[name] = (hist.hits[DETECTORS.index(dname)][int(b)], 1, 1)
+        for c, b in bob_histogram_bins(p):
+            inc[f"HIST_{DETECTORS[c]}_{b}"] = (hist.hits[c][b], 1, 1)
         assert tuple(inc) == words
         # Rare events get narrow accumulators (CounterRam min_gap): the sifting executor pulses
         # once per merge step (CMP -> ACT: >= 2 clocks); the sync receiver's pulses come from
