@@ -40,8 +40,8 @@ Design
   commands never overlap a sweep, the one after reset included).
 * **Read port.** ``r_en``/``r_addr`` in clock ``c``, ``r_data`` = ``shadow[r_addr]`` in
   clock ``c + 1`` (the block RAM's own output register), kept until the next ``r_en``. A
-  read during a sweep returns the word's previous or new shadow value; a read issued when
-  ``busy`` is low returns the complete last snapshot.
+  read during a sweep returns an undefined value (the word may be written in that clock:
+  ``hdl/bram.py``); a read issued when ``busy`` is low returns the complete last snapshot.
 
 Value semantics (what the tests check against a plain counter model): every counter and
 shadow is 0 after reset; counter ``i`` after clock ``c`` is 0 if its group is cleared in ``c``,
@@ -53,9 +53,10 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
+
+from .bram import bram, read_port
 
 __all__ = ["CounterRam", "drive_one_clock_late"]
 
@@ -165,10 +166,14 @@ class CounterRam(wiring.Component):
         n, N, W = self.n_counters, self.n_words, self.width
         k = max(self.acc_bits)
 
-        m.submodules.live = live = Memory(shape=W, depth=N, init=[])
-        m.submodules.shadow = shadow = Memory(shape=W, depth=N, init=[])
-        live_r, live_w = live.read_port(), live.write_port()
-        shadow_r, shadow_w = shadow.read_port(), shadow.write_port()
+        # Collisions (hdl/bram.py): `live` is read at the visited word and written two words
+        # behind it (never the same word, N >= 3); `shadow` is written only by a sweep, when
+        # the bus does not read it (the host link waits for `busy` to fall).
+        m.submodules.live = live = bram(W, N)
+        m.submodules.shadow = shadow = bram(W, N)
+        live_w, shadow_w = live.write_port(), shadow.write_port()
+        live_r = read_port(m, live, live_w, platform=platform, name="live_r")
+        shadow_r = read_port(m, shadow, shadow_w, platform=platform, name="shadow_r")
 
         # Shadow read port (bus side).
         m.d.comb += [shadow_r.addr.eq(self.r_addr), shadow_r.en.eq(self.r_en), self.r_data.eq(shadow_r.data)]

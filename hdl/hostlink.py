@@ -40,7 +40,6 @@ Counters: 32-bit, wrapping.
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import crc, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from qkdlink.gateware.protocol import (
@@ -48,6 +47,7 @@ from qkdlink.gateware.protocol import (
     REQUEST_PAYLOAD_LENGTH, RX_MAX_PAYLOAD, SIFT_ENTRY_BYTES, SIFT_MAX_ENTRIES, MsgType, NakCode,
     Status,
 )
+from qkdlink.hdl.bram import bram, read_port
 from qkdlink.hdl.choice_memory import ChoiceAnswer
 from qkdlink.hdl.live_counters import LiveCounters
 from qkdlink.hdl.regbank import RegisterBusSignature
@@ -153,12 +153,15 @@ class HostLink(wiring.Component):
         crc_params = crc.catalog.CRC16_IBM_3740(data_width=8)
         m.submodules.rx_crc = rx_crc = crc_params.create()
         m.submodules.tx_crc = tx_crc = crc_params.create()
-        m.submodules.rmem = rmem = Memory(shape=32, depth=MAX_READ_COUNT, init=[])
+        # Collisions (hdl/bram.py): the framer takes a read result from `rmem` only clocks
+        # after it was written (the port reads every clock, so a colliding word is replaced
+        # before it is used); `rxbuf` is written only while no sifting executor holds it.
+        m.submodules.rmem = rmem = bram(32, MAX_READ_COUNT)
         rmem_w = rmem.write_port()
-        rmem_r = rmem.read_port(transparent_for=())
-        m.submodules.rxbuf = rxbuf = Memory(shape=8, depth=_RX_BUF_DEPTH, init=[])
+        rmem_r = read_port(m, rmem, rmem_w, platform=platform, name="rmem_r")
+        m.submodules.rxbuf = rxbuf = bram(8, _RX_BUF_DEPTH)
         rxbuf_w = rxbuf.write_port()
-        rxbuf_r = rxbuf.read_port(transparent_for=())
+        rxbuf_r = read_port(m, rxbuf, rxbuf_w, platform=platform, name="rxbuf_r")
 
         sifters = []
         alice = bob = None

@@ -17,7 +17,9 @@ Design
   word ``p`` (``n_words >= 2``), and ``pend[p]`` is only emptied in the clock the sum is
   written, so ``ram + pend + inc_r`` is the count in every clock. A clock with a read
   request (below) lends the RAM read port to the reader; the flusher skips its visit and
-  stays on its word.
+  stays on its word. A read in the clock of a write (B) cancels the write (``pend[p]``
+  keeps counting, the word is flushed on the next round), so the RAM is never read and
+  written at one address in one clock (``hdl/bram.py``: the colliding word is undefined).
 * **Read port.** ``r_en``/``r_addr`` in clock ``X``: ``r_data`` in clock ``X + 2`` is the
   count after clock ``X``'s events (``ram[r_addr]`` before clock ``X``'s write, plus
   ``pend`` and ``inc_r`` in clock ``X``, plus clock ``X``'s event), that is the value a
@@ -27,8 +29,9 @@ Design
   ``r_data`` holds until the next read's result.
 * **Bound.** With at most one event per counter every ``min_event_gap`` clocks and read
   bursts of at most ``max_read_burst`` consecutive clocks, ``pend`` never exceeds
-  ``ceil((2 n_words + max_read_burst + 4) / min_event_gap)`` (the reset sweep
-  leaves ``pend`` to grow for one more round); ``pending_bits`` is sized from
+  ``ceil((3 n_words + 2 max_read_burst + 4) / min_event_gap)`` (the reset sweep
+  leaves ``pend`` to grow for one more round, a cancelled write for one more round and
+  burst); ``pending_bits`` is sized from
   that (a larger count would wrap ``pend`` and lose counts, so the parameters are a
   contract of the user: the host link's counters count at most once per three clocks, and
   it reads at most 32 registers back to back).
@@ -40,9 +43,10 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
+
+from .bram import bram, read_port
 
 __all__ = ["LiveCounters"]
 
@@ -63,10 +67,10 @@ class LiveCounters(wiring.Component):
                 raise ValueError(f"{name} = {v!r} must be an integer >= {lo}")
         self.n_counters, self.width = n_counters, width
         self.n_words = max(n_counters, MIN_WORDS)
-        worst = -(-(2 * self.n_words + max_read_burst + 4) // min_event_gap)
+        worst = -(-(3 * self.n_words + 2 * max_read_burst + 4) // min_event_gap)
         #: width of the pending counts, bits
         self.pending_bits = bits_for(worst + 1)
-        self._mem = Memory(shape=width, depth=self.n_words, init=[])
+        self._mem = bram(width, self.n_words)
         self._pend = [Signal(self.pending_bits, name=f"pend{i}") for i in range(n_counters)]
         self._inc_r = Signal(n_counters, name="inc_r")
         super().__init__({
@@ -86,8 +90,8 @@ class LiveCounters(wiring.Component):
         m = Module()
         n, N, W = self.n_counters, self.n_words, self.width
         m.submodules.mem = mem = self._mem
-        rd = mem.read_port(transparent_for=())
         wr = mem.write_port()
+        rd = read_port(m, mem, wr, platform=platform, name="rd")
         pend = self._pend
         pad = [Const(0, 1)] * (N - n)
         # The events enter `pend` one clock late (`inc_r`), so no path runs from the event
@@ -113,13 +117,17 @@ class LiveCounters(wiring.Component):
             m.d.sync += boot_left.eq(boot_left - 1)
             with m.If(boot_left == 1):
                 m.d.sync += booting.eq(0)
+        # A read in B cancels the write (it might address the word; not in the reset sweep,
+        # whose reads are undefined anyway): pend keeps the count, the next round flushes it.
+        flush = Signal()
         m.d.comb += [
+            flush.eq(b_valid & (~self.r_en | b_boot)),
             wr.addr.eq(b_addr),
-            wr.en.eq(b_valid),
+            wr.en.eq(flush),
             wr.data.eq(Mux(b_boot, 0, rd.data + pend_b)),
         ]
         for i in range(n):
-            with m.If(b_valid & (b_addr == i) & ~b_boot):
+            with m.If(flush & (b_addr == i) & ~b_boot):
                 m.d.sync += pend[i].eq(inc_r[i])
             with m.Else():
                 m.d.sync += pend[i].eq(pend[i] + inc_r[i])

@@ -23,8 +23,9 @@ gets ``gap = 1``. Records leave in write order on the ``r`` stream.
 import numpy as np
 from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
+
+from .fifo import BramFifo
 
 __all__ = [
     "RECORD_BITS", "SLOT_BITS", "BASIS_BIT", "BIT_BIT", "FINE_SHIFT", "FINE_BITS", "MULTI_BIT",
@@ -99,14 +100,16 @@ def _check_depth(depth) -> int:
 class RecordFifo(wiring.Component):
     """Record FIFO: no back-pressure on writes, drop-whole-record on full, gap flag.
 
-    Holds up to ``depth`` records. Inside is a ``SyncFIFOBuffered`` of depth ``depth + 1``
+    Holds up to ``depth`` records. Inside is a :class:`~qkdlink.hdl.fifo.BramFifo` (clock for
+    clock a ``SyncFIFOBuffered``) of depth ``depth + 1``
     (its memory has exactly ``depth`` rows, block-RAM friendly for a power of two); a
     separate level counter decides fullness. Latency: a record written in cycle ``c`` is on
     ``r`` (``r.valid``) from cycle ``c + 2`` at the earliest (``LATENCY``); in general
     ``r.valid`` is high in cycle ``t`` iff the oldest record still held was written in a cycle
     ``<= t - 2``. Full throughput (one record per cycle) in steady state. Out-of-context
     nextpnr-ecp5 (LFE5U-25F, depth 1024): 209 MHz at speed grade 8, 147 MHz at grade 6 (the
-    path is inside ``SyncFIFOBuffered``: level -> block-RAM read enable).
+    path is inside the FIFO: level -> block-RAM read enable; measured with
+    ``SyncFIFOBuffered``).
 
     Ports
     -----
@@ -142,7 +145,7 @@ class RecordFifo(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=RECORD_BITS, depth=self.depth + 1)
+        m.submodules.fifo = fifo = BramFifo(width=RECORD_BITS, depth=self.depth + 1)
 
         full = Signal()
         gap_pending = Signal()

@@ -18,9 +18,9 @@ from collections import deque
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .bram import bram, read_port
 from .record_fifo import GAP_BIT, RECORD_BITS
 
 __all__ = ["RecordRowFifo", "RecordRowFifoModel", "serialise_rows"]
@@ -114,17 +114,12 @@ class RecordRowFifo(wiring.Component):
         # and a flag "one record only", so that the serialiser loads its state straight from
         # the memory output
         ctl_bits = 2 * L + 1 if L > 1 else 0
-        # The read never addresses the row being written (it reads only rows written in
-        # earlier cycles, and no row is written while the memory is full), so the collision
-        # behaviour is irrelevant: with ``no_rw_check`` and the read register outside the
-        # port, yosys maps it to the block RAM without read-first emulation (bypass
-        # registers and a multiplexer after the block RAM output).
-        m.submodules.mem = mem = Memory(shape=unsigned(rec_bits + ctl_bits), depth=depth,
-                                        init=[], attrs={"no_rw_check": 1})
+        # Collisions (hdl/bram.py): a read is issued only for rows written in earlier
+        # cycles, and no row is written while the memory is full.
+        m.submodules.mem = mem = bram(unsigned(rec_bits + ctl_bits), depth)
         wr_port = mem.write_port()
-        rd_port = mem.read_port(domain="comb")
-        m_data = Signal.like(rd_port.data, reset_less=True)   # read register, merged into
-        #                                                       the block RAM by yosys
+        rd_port = read_port(m, mem, wr_port, platform=platform, name="rd_port")
+        m_data = rd_port.data
 
         def incr(ptr):
             return ptr + 1 if depth & (depth - 1) == 0 else Mux(ptr == depth - 1, 0, ptr + 1)
@@ -187,8 +182,7 @@ class RecordRowFifo(wiring.Component):
             issue.eq(avail_nz & (~m_valid | take)),
             rd_port.addr.eq(rp),
         ]
-        with m.If(issue):
-            m.d.sync += m_data.eq(rd_port.data)
+        m.d.comb += rd_port.en.eq(issue)
         with m.If(take):
             m.d.sync += [row.eq(m_data[:rec_bits]), r_valid.eq(1)]
         with m.Elif(retire):

@@ -32,13 +32,13 @@ taken (one record per clock, up to 30).
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from qkdlink.gateware.protocol import (
     CHOICE_OK, INTENSITY_BLANK, MAX_DETECTION_RECORDS, RECORD_BIT_BIT, SIFT_ENTRY_BYTES,
     SIFT_MAX_ENTRIES, SLOT_BITS, MsgType,
 )
+from qkdlink.hdl.bram import bram, read_port
 from qkdlink.hdl.choice_memory import ChoiceAnswer
 
 __all__ = ["Content", "ContentSignature", "EntrySerializer", "AliceSift", "BobSift", "ENTRIES_OFFSET"]
@@ -200,9 +200,11 @@ class AliceSift(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.ser = ser = EntrySerializer()
-        m.submodules.kmem = kmem = Memory(shape=SLOT_BITS + 8, depth=SIFT_MAX_ENTRIES, init=[])
+        # Collisions (hdl/bram.py): the serializer reads the key buffer only while SEND, when
+        # nothing writes it, and its idle reads are refreshed every clock.
+        m.submodules.kmem = kmem = bram(SLOT_BITS + 8, SIFT_MAX_ENTRIES)
         kw = kmem.write_port()
-        kr = kmem.read_port(transparent_for=())
+        kr = read_port(m, kmem, kw, platform=platform, name="kr")
         m.d.comb += [kr.addr.eq(ser.mem_addr), ser.mem_data.eq(kr.data)]
 
         rd = _EntryReader(m, self)
@@ -348,13 +350,16 @@ class BobSift(wiring.Component):
         m = Module()
         D = self.pending_depth
         m.submodules.ser = ser = EntrySerializer()
-        m.submodules.buf = buf = Memory(shape=64, depth=SIFT_MAX_ENTRIES, init=[])
+        # Collisions (hdl/bram.py): the serializer reads `buf` only while SEND, when nothing
+        # writes it (its idle reads are refreshed every clock); `pmem` is written only in
+        # COLLECT and its head is read (every clock) for CMP, which comes >= 2 clocks later.
+        m.submodules.buf = buf = bram(64, SIFT_MAX_ENTRIES)
         bw = buf.write_port()
-        br = buf.read_port(transparent_for=())
+        br = read_port(m, buf, bw, platform=platform, name="br")
         m.d.comb += [br.addr.eq(ser.mem_addr), ser.mem_data.eq(br.data)]
-        m.submodules.pmem = pmem = Memory(shape=SLOT_BITS + 2, depth=D, init=[])
+        m.submodules.pmem = pmem = bram(SLOT_BITS + 2, D)
         pw = pmem.write_port()
-        pr = pmem.read_port(transparent_for=())
+        pr = read_port(m, pmem, pw, platform=platform, name="pr")
 
         level = self.pending_level
         wp = Signal(range(D))

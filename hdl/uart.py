@@ -31,8 +31,9 @@ the line is idle) and the tx FIFO holds a byte, that byte is taken and the start
 the next clock; start, 8 data bits LSB first and the stop bit each last ``divisor`` clocks,
 back to back while bytes are queued.
 
-FIFOs: both directions buffer ``fifo_depth`` bytes in an
-:class:`amaranth.lib.fifo.SyncFIFOBuffered` (block RAM with a registered output: a byte written
+FIFOs: both directions buffer ``fifo_depth`` bytes in a :class:`~qkdlink.hdl.fifo.BramFifo`
+(clock for clock an :class:`amaranth.lib.fifo.SyncFIFOBuffered`: block RAM with a registered
+output, without the iCE40 read-first emulation; a byte written
 in cycle ``c`` into an empty FIFO can be read in cycle ``c + 2``; ``fifo_depth - 1`` bytes in
 the RAM plus one in the output register). Block RAM instead of a register file keeps the read
 path short on the iCE40 (a 16-entry register-file multiplexer limited a 48 MHz build).
@@ -48,8 +49,9 @@ from collections import deque
 import numpy as np
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
+
+from .fifo import BramFifo
 
 __all__ = ["UART", "UARTModel", "uart_divisor", "encode_8n1", "decode_8n1", "MAX_BAUD_ERROR"]
 
@@ -101,8 +103,8 @@ class UART(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         D = self.divisor
-        m.submodules.rx_fifo = rx_fifo = SyncFIFOBuffered(width=8, depth=self.fifo_depth)
-        m.submodules.tx_fifo = tx_fifo = SyncFIFOBuffered(width=8, depth=self.fifo_depth)
+        m.submodules.rx_fifo = rx_fifo = BramFifo(width=8, depth=self.fifo_depth)
+        m.submodules.tx_fifo = tx_fifo = BramFifo(width=8, depth=self.fifo_depth)
 
         # ---- receiver ----
         sync1 = Signal(init=1)
@@ -173,7 +175,7 @@ class UART(wiring.Component):
 
 
 class _FifoModel:
-    """Cycle model of :class:`amaranth.lib.fifo.SyncFIFOBuffered` (depth >= 2)."""
+    """Cycle model of :class:`~qkdlink.hdl.fifo.BramFifo` (depth >= 2)."""
 
     def __init__(self, depth: int):
         self.inner_depth = depth - 1
