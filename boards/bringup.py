@@ -1,7 +1,7 @@
 """Bring-up stand-in for an endpoint: the same ports as Alice or Bob, no QKD logic.
 
 Used by ``qkdlink build --bringup`` to check a board's clock, pins, gearing and UART on the
-bench (and in CI on boards the endpoints do not fit, the iCEBreaker): the UART echoes every
+bench before the endpoint goes on (a first test of the wiring): the UART echoes every
 byte; as Alice, laser channel ``c`` is a square wave of period ``2^(c+11)`` clocks on all
 ``S`` samples, the sync output fires sample 0 once every ``2^12`` clocks and the IM code
 counts slots; as Bob, ``running`` (the status LED) toggles on every clock with a detector or

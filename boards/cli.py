@@ -23,6 +23,7 @@ secure configuration. The iCEBreaker has room for Alice only with the QRNG input
 examples:
   qkdlink build --board ecpix5-85 --role alice --out build/alice-ecpix5 link.yaml
   qkdlink build --board icebreaker --role alice --entropy qrng --out build/alice-icebreaker
+  qkdlink build --board icebreaker --role bob --out build/bob-icebreaker
   qkdlink build --board icebreaker --role alice --bringup --out build/bringup-ice --baud 1000000
 """
 

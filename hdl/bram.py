@@ -19,17 +19,30 @@ don't-care; no emulation logic is generated.
 co-simulation builds) a read in the clock of a write to the same address returns the bitwise
 complement of the old word instead (the *poison*), so any use of such a word makes the
 gateware disagree with its reference model; every bit-exact test then shows the collision is
-harmless. With a platform (a bitstream build) the port is a plain block RAM read.
+harmless. With a platform (a bitstream build, or :data:`FOR_SYNTHESIS` for the Verilog that
+``qkdlink verilog`` writes for other tools) the port is a plain block RAM read.
 """
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Shape, Signal
 from amaranth.lib.memory import Memory
 
-__all__ = ["NO_RW_CHECK", "bram", "read_port", "ReadPort"]
+__all__ = ["NO_RW_CHECK", "FOR_SYNTHESIS", "bram", "read_port", "ReadPort"]
 
 #: Memory attributes that make Yosys treat a read-during-write collision as a don't-care.
 NO_RW_CHECK = {"no_rw_check": 1}
+
+
+class _ForSynthesis:
+    """The ``platform`` to elaborate with for Verilog that another tool synthesises (no
+    simulation poison); the blocks need nothing else from a platform."""
+
+    def __repr__(self):
+        return "FOR_SYNTHESIS"
+
+
+#: Elaborate with this platform to get the synthesis netlist without a board platform.
+FOR_SYNTHESIS = _ForSynthesis()
 
 
 def bram(shape, depth: int, init=()) -> Memory:

@@ -4,9 +4,8 @@ Reduced-but-real configuration for CI time: P = 1 slot per clock (S = 4 samples 
 through the ODDRX2F/IDDRX2F gearing, as in the full build), small choice memory and record
 FIFO, at a 100 MHz system clock (200 MHz ECLK), which leaves margin for placement noise. The
 full-rate builds (P = 4, 156.25 MHz: both meet it; docs/boards.md) are in
-benchmarks/boards_fmax.py. iCEBreaker (iCE40UP5K): Alice's endpoint at the board defaults;
-Bob's does not fit the UP5K yet (docs/boards.md), so the Bob pin map is built as the bring-up
-design.
+benchmarks/boards_fmax.py. iCEBreaker (iCE40UP5K): both endpoints at the board defaults, and
+the bring-up design on both pin maps.
 """
 import json
 
@@ -54,20 +53,28 @@ def test_qrng_alice_has_no_prng():
 
 
 @pytest.mark.bitstream
-def test_icebreaker_alice_bitstream(tmp_path):
-    """The iCE40 Alice endpoint at the board's defaults (S 2, P 1, 24 MHz, QRNG only, no
-    digests): fits the UP5K, meets timing, secure (no PRNG)."""
+@pytest.mark.parametrize("role", ["alice", "bob"])
+def test_icebreaker_bitstream(role, tmp_path):
+    """The iCE40 endpoints at the board's defaults (S 2, P 1, 24 MHz, no digests; Alice with
+    the QRNG input only, Bob without histograms): fit the UP5K, meet timing, secure."""
     cfg = link_config_from_dict({"gateware": {"entropy_source": "qrng"}})
-    report = build_board("icebreaker", "alice", tmp_path, cfg)
-    assert report["bitstream"] == "alice_icebreaker.bin" and not report["insecure"]
+    report = build_board("icebreaker", role, tmp_path, cfg)
+    assert report == json.loads((tmp_path / "report.json").read_text())
+    assert report["bitstream"] == f"{role}_icebreaker.bin" and not report["insecure"]
     assert (tmp_path / report["bitstream"]).stat().st_size > 50_000
     sync = report["clocks"]["sync"]
     assert sync["constraint_mhz"] == pytest.approx(24.0, abs=0.01) and sync["met"] and report["timing_met"]
     lut = report["resources"]["LUT"]
     assert 4000 < lut["used"] <= lut["available"] == 5280
     assert report["resources"]["BRAM"]["used"] <= 30 and report["resources"]["PLL"]["used"] == 1
+    # QKD pins (alice 7 out + 2 QRNG in, bob 5 in) + 2 UART + oscillator pad (+ LED for bob)
+    assert report["resources"]["IO"]["used"] == {"alice": 12, "bob": 9}[role]
     gw = report["gateware"]
-    assert (gw["samples_per_clock"], gw["slots_per_clock"], gw["has_prng"], gw["has_digests"]) == (2, 1, False, False)
+    assert (gw["samples_per_clock"], gw["slots_per_clock"], gw["has_digests"]) == (2, 1, False)
+    if role == "alice":
+        assert not gw["has_prng"] and gw["has_qrng"]
+    else:
+        assert not gw["has_histogram"]
 
 
 def test_icebreaker_alice_refuses_the_prng(tmp_path):
@@ -80,8 +87,8 @@ def test_icebreaker_alice_refuses_the_prng(tmp_path):
 @pytest.mark.bitstream
 @pytest.mark.parametrize("role", ["alice", "bob"])
 def test_icebreaker_bringup_bitstream(role, tmp_path):
-    """The bring-up design on both pin maps (Bob's endpoint does not fit the UP5K yet,
-    docs/boards.md): the PLL from the 12 MHz pad, SB_IO DDR gearing on every QKD pin, UART."""
+    """The bring-up design on both pin maps (a first test of a wired board): the PLL from the
+    12 MHz pad, SB_IO DDR gearing on every QKD pin, UART echo."""
     report = build_board("icebreaker", role, tmp_path, default_link_config(), bringup=True)
     assert (tmp_path / report["bitstream"]).stat().st_size > 50_000
     assert report["bitstream"] == f"{role}_icebreaker_BRINGUP.bin" and not report["insecure"]
