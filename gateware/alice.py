@@ -157,13 +157,18 @@ class Alice(wiring.Component):
         # `running` is registered (it fans out to every stage-0 block): it is computed from the
         # slot counter's next value, so emission still stops exactly when the counter reaches
         # STOP_AT_SLOT; a CTRL or STOP_AT_SLOT write takes effect one clock later.
+        # `next_slot_p` = next_slot + P (mod 2^48) is kept beside the counter, so the next
+        # value is a multiplexer and the stop compare the only carry chain before `running`
+        # (the adder and the compare in series were the ECPIX-5's 148.8 MHz path).
         next_slot = Signal(48)
+        next_slot_p = Signal(48, init=P)
         slot_after = Signal(48)
         stop_at = Cat(regs.stop_at_slot_lo, regs.stop_at_slot_hi)
         running = Signal()
-        m.d.comb += slot_after.eq(Mux(clear, 0, Mux(running, next_slot + P, next_slot)))
+        m.d.comb += slot_after.eq(Mux(clear, 0, Mux(running, next_slot_p, next_slot)))
         m.d.sync += [
             next_slot.eq(slot_after),
+            next_slot_p.eq(Mux(clear, P, Mux(running, next_slot_p + P, next_slot_p))),
             running.eq(run_bit & ((stop_at == 0) | (slot_after < stop_at))),
         ]
 
