@@ -33,11 +33,12 @@ the register's index in the request cycle (unregistered), and returns ``live_dat
 cycles later; the reader's value is the one a flip-flop register would give when sampled.
 
 ``read_latency=2``: read data and read ``err`` come two cycles after ``r_en`` instead of one
-(the request, and the RAM word address, are registered first); writes are unchanged. The
-host link is built with the same ``read_latency``. The endpoints use 2: it takes the address
-decode out of the path from the host link's address register to the read data.
+(the address decode, a dense register index and flags, and the RAM word address are
+registered in the request cycle); writes are unchanged. The host link is built with the same
+``read_latency``. The endpoints use 2: the cycle before the read data is then only a
+multiplexer on the index.
 """
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -163,13 +164,13 @@ class RegisterBank(wiring.Component):
         slices = sorted({(lsb, self.regmap[n].width) for n, (_, lsb) in self.ram_registers.items()})
         from_ram = Signal()
         ram_sel = Signal(range(max(1, len(slices))))
-        # read_latency 2: the request is registered first (the decode below starts from a
-        # register next to the bank, and the RAM word address is registered too).
+        # read_latency 2: the read decode (below) and the RAM word address are registered in
+        # the request cycle.
         if self.read_latency == 2:
-            r_en_eff, r_addr_eff = Signal(), Signal(16)
-            m.d.sync += [r_en_eff.eq(bus.r_en), r_addr_eff.eq(bus.addr)]
+            r_en_eff = Signal()
+            m.d.sync += r_en_eff.eq(bus.r_en)
         else:
-            r_en_eff, r_addr_eff = bus.r_en, bus.addr
+            r_en_eff = bus.r_en
         if self.ram_registers:
             ram_value = Signal(32)
             word = Signal.like(self.ram_addr)
@@ -206,22 +207,42 @@ class RegisterBank(wiring.Component):
             out = Mux(from_ram, ram_value, out)
         m.d.comb += bus.r_data.eq(out)
 
+        # Read decode: the address becomes a dense index into the port-read registers (the
+        # last index reads 0: STROBE registers and unmapped addresses) and flags. With
+        # read_latency 2 the decode is registered in the request cycle, so the next cycle is
+        # only a multiplexer on the index (the UP5K's critical path was the 16-bit compares
+        # folded into the read data's clock enable).
+        plain = [reg for reg in self.regmap if reg.name not in self.ram_registers
+                 and reg.name not in self.live_registers and reg.access != ACCESS_STROBE]
+        d_sel = Signal(range(len(plain) + 1), init=len(plain))
+        d_ram, d_live, d_err = Signal(), Signal(), Signal()
+        d_ram_sel = Signal.like(ram_sel)
+        with m.Switch(bus.addr):
+            for reg in self.regmap:
+                with m.Case(reg.addr):
+                    if reg.name in self.ram_registers:
+                        lsb = self.ram_registers[reg.name][1]
+                        m.d.comb += [d_ram.eq(1), d_ram_sel.eq(slices.index((lsb, reg.width)))]
+                    elif reg.name in self.live_registers:
+                        m.d.comb += d_live.eq(1)
+                    elif reg.access != ACCESS_STROBE:
+                        m.d.comb += d_sel.eq(plain.index(reg))
+            with m.Default():
+                m.d.comb += d_err.eq(1)
+        if self.read_latency == 2:
+            q_sel, q_ram, q_live, q_err = (Signal.like(d_sel), Signal(), Signal(), Signal())
+            q_ram_sel = Signal.like(ram_sel)
+            m.d.sync += [q_sel.eq(d_sel), q_ram.eq(d_ram), q_ram_sel.eq(d_ram_sel), q_live.eq(d_live),
+                         q_err.eq(d_err)]
+        else:
+            q_sel, q_ram, q_ram_sel, q_live, q_err = d_sel, d_ram, d_ram_sel, d_live, d_err
+        values = [self.port(reg.name) for reg in plain] + [0]
         with m.If(r_en_eff):
-            m.d.sync += [from_ram.eq(0), from_live.eq(0)]
-            with m.Switch(r_addr_eff):
-                for reg in self.regmap:
-                    with m.Case(reg.addr):
-                        if reg.name in self.ram_registers:
-                            lsb = self.ram_registers[reg.name][1]
-                            m.d.sync += [from_ram.eq(1), ram_sel.eq(slices.index((lsb, reg.width)))]
-                        elif reg.name in self.live_registers:
-                            m.d.sync += from_live.eq(1)
-                        elif reg.access == ACCESS_STROBE:
-                            m.d.sync += r_data.eq(0)
-                        else:
-                            m.d.sync += r_data.eq(self.port(reg.name))
-                with m.Default():
-                    m.d.sync += [r_data.eq(0), err.eq(1)]
+            m.d.sync += [from_ram.eq(q_ram), from_live.eq(q_live), err.eq(q_err)]
+            with m.If(q_ram):
+                m.d.sync += ram_sel.eq(q_ram_sel)
+            with m.Elif(~q_live):
+                m.d.sync += r_data.eq(Array(values)[q_sel])
 
         with m.If(bus.w_en):
             with m.Switch(bus.addr):
