@@ -113,6 +113,27 @@ def parse_log_utilisation(text: str) -> dict:
     return used
 
 
+def parse_yosys_cell_counts(text: str) -> dict:
+    """{cell type: count} of the whole design from the last "Printing statistics" block of a
+    Yosys log (its last "Count including submodules" listing, else its only one)."""
+    block = text.rsplit("Printing statistics", 1)
+    if len(block) < 2:
+        return {}
+    body = block[1].split("Executing", 1)[0].rsplit("Count including submodules.", 1)[-1]
+    counts = {}
+    for mt in re.finditer(r"^\s+(\d+)\s+(\$?\w+)\s*$", body, re.M):
+        counts[mt.group(2)] = counts.get(mt.group(2), 0) + int(mt.group(1))
+    return counts
+
+
+def ice40_netlist_resources(counts: dict, logic_cells: int) -> dict:
+    """``LUT4`` and ``FF`` of an iCE40 netlist (Yosys cell counts): nextpnr reports packed logic
+    cells only (each holds one LUT4, one flip-flop and a carry), ``logic_cells`` available."""
+    ff = sum(n for c, n in counts.items() if c.startswith("SB_DFF"))
+    return {"LUT4": {"used": counts.get("SB_LUT4", 0), "available": logic_cells},
+            "FF": {"used": ff, "available": logic_cells}}
+
+
 def _domain_of(net: str) -> str:
     """Clock domain of a nextpnr clock net name (``$glbnet$clk``, ``clocking.eclk_clk``, ...)."""
     low = net.lower()
@@ -229,6 +250,11 @@ def build_board(board_name: str, role: str, out, cfg, *, baud: int = DEFAULT_BAU
         report["clocks"] = {_domain_of(net): dict(net=net, **v) for net, v in parsed["clocks"].items()}
         report["resources"] = parsed["resources"]
         report["utilization"] = parsed["utilization"]
+    ylog = build_dir / f"{name}.rpt"
+    if board.family == "ice40" and ylog.exists() and "LUT" in report.get("resources", {}):
+        counts = parse_yosys_cell_counts(ylog.read_text(errors="replace"))
+        if counts:
+            report["resources"].update(ice40_netlist_resources(counts, report["resources"]["LUT"]["available"]))
     if error is not None:
         log = build_dir / f"{name}.tim"
         text = log.read_text(errors="replace") if log.exists() else ""

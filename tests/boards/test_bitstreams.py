@@ -66,6 +66,8 @@ def test_icebreaker_bitstream(role, tmp_path):
     assert sync["constraint_mhz"] == pytest.approx(24.0, abs=0.01) and sync["met"] and report["timing_met"]
     lut = report["resources"]["LUT"]
     assert 4000 < lut["used"] <= lut["available"] == 5280
+    # the netlist's LUT4s and flip-flops (Yosys) fit the logic cells they were packed into
+    assert 2000 < report["resources"]["FF"]["used"] <= lut["used"] and report["resources"]["LUT4"]["used"] <= lut["used"]
     assert report["resources"]["BRAM"]["used"] <= 30 and report["resources"]["PLL"]["used"] == 1
     # QKD pins (alice 7 out + 2 QRNG in, bob 5 in) + 2 UART + oscillator pad (+ LED for bob)
     assert report["resources"]["IO"]["used"] == {"alice": 12, "bob": 9}[role]

@@ -114,6 +114,22 @@ def test_report_parsing(tmp_path):
     assert parse_log_utilisation("no block") == {}
 
 
+def test_yosys_cell_counts():
+    """The design-wide counts of the last stat block; iCE40 LUT4 and FF from them."""
+    from qkdlink.boards.build import ice40_netlist_resources, parse_yosys_cell_counts
+    stat = ("2.50. Printing statistics.\n\n=== top ===\n\n        +----------Local Count, excluding submodules.\n"
+            "        | \n       12 cells\n     7 SB_LUT4\n     2   SB_DFFESR\n\n=== design hierarchy ===\n\n"
+            "        +----------Count including submodules.\n        | \n       1 top\n\n"
+            "        +----------Count including submodules.\n        | \n       40 cells\n"
+            "      955   SB_CARRY\n       11   SB_DFF\n     1695   SB_DFFESR\n      923   SB_DFFSR\n"
+            "     3979   SB_LUT4\n\n2.51. Executing CHECK pass\n     99 SB_LUT4\n")
+    counts = parse_yosys_cell_counts("1.1 Printing statistics.\n    5 SB_LUT4\n" + stat)
+    assert counts["SB_LUT4"] == 3979 and counts["SB_CARRY"] == 955
+    assert ice40_netlist_resources(counts, 5280) == {"LUT4": {"used": 3979, "available": 5280},
+                                                     "FF": {"used": 2629, "available": 5280}}
+    assert parse_yosys_cell_counts("no statistics here") == {}
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--board", "icebreaker", "--role", "alice", "--entropy", "qrng", "--samples-per-clock", "4"],
      "samples_per_clock = 4"),
