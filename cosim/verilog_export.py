@@ -36,16 +36,14 @@ def endpoint_verilog(role: str, cfg) -> tuple[str, str]:
     from ..gateware.bob import Bob, BobParams
     from ..gateware.link import Link
     from ..hdl.bram import FOR_SYNTHESIS
-    # the synthesis netlist: block RAM read-during-write collisions undefined (hdl/bram.py)
-    if role == "alice":
-        return "alice", verilog.convert(Alice(AliceParams.from_config(cfg.gateware)), name="alice",
-                                        platform=FOR_SYNTHESIS)
-    if role == "bob":
-        return "bob", verilog.convert(Bob(BobParams.from_config(cfg.gateware)), name="bob",
-                                      platform=FOR_SYNTHESIS)
-    if role == "link":
-        top = Link(AliceParams.from_config(cfg.gateware), BobParams.from_config(cfg.gateware))
-        return "link", verilog.convert(top, name="link", platform=FOR_SYNTHESIS)
+    tops = {
+        "alice": lambda: Alice(AliceParams.from_config(cfg.gateware)),
+        "bob": lambda: Bob(BobParams.from_config(cfg.gateware)),
+        "link": lambda: Link(AliceParams.from_config(cfg.gateware), BobParams.from_config(cfg.gateware)),
+    }
+    if role in tops:
+        # the synthesis netlist: block RAM read-during-write collisions undefined (hdl/bram.py)
+        return role, verilog.convert(tops[role](), name=role, platform=FOR_SYNTHESIS)
     raise ValueError(f"role {role!r}: must be one of 'alice', 'bob', 'link'")
 
 

@@ -28,25 +28,18 @@ _MASK = (1 << 64) - 1
 ZERO_SEED_STATE = 0x9E37_79B9_7F4A_7C15
 
 
-def xorshift64(x: int) -> int:
-    """One xorshift64 step of a 64-bit state."""
-    x ^= (x << 13) & _MASK
-    x ^= x >> 7
-    x ^= (x << 17) & _MASK
-    return x
-
-
-def _step_np(x: np.ndarray) -> np.ndarray:
-    x = x ^ (x << np.uint64(13))
-    x = x ^ (x >> np.uint64(7))
-    return x ^ (x << np.uint64(17))
+def xorshift64(x):
+    """One xorshift64 step of a 64-bit state: a Python int or a numpy ``uint64`` array."""
+    x = x ^ ((x << 13) & _MASK)
+    x = x ^ (x >> 7)
+    return x ^ ((x << 17) & _MASK)
 
 
 def _jump_columns(steps: int) -> list[int]:
     """Images of the 64 unit states after ``steps`` steps (the GF(2) matrix, by columns)."""
     x = np.uint64(1) << np.arange(64, dtype=np.uint64)
     for _ in range(steps):
-        x = _step_np(x)
+        x = xorshift64(x)
     return [int(v) for v in x]
 
 
@@ -81,7 +74,7 @@ def squash_bits_model(seed: int, n: int, n_bits: int) -> np.ndarray:
     out = np.empty((block, len(starts)), dtype=np.uint64)
     for t in range(block):
         out[t] = x
-        x = _step_np(x)
+        x = xorshift64(x)
     words = out.T.reshape(-1)[:n]
     return (words & np.uint64((1 << n_bits) - 1)).astype(np.uint8)
 

@@ -127,7 +127,7 @@ def test_prng_statistics():
 # ---------------------------------------------------------------------------- Xoroshiro128ppLanes
 
 @pytest.mark.parametrize("lanes", [1, 2, 4])
-def test_xoroshiro_lanes_gateware(lanes):
+def test_xoroshiro_lanes_gateware(lanes, run_seeded_generator):
     rng = np.random.default_rng(100 + lanes)
     cycles = 700
     advance = rng.random(cycles) < 0.6
@@ -147,26 +147,9 @@ def test_xoroshiro_lanes_gateware(lanes):
 
     dut = Xoroshiro128ppLanes(lanes)
     assert len(dut.words) == 32 * lanes
-    got, want = [], []
-
-    async def tb(ctx):
-        seed, k = 0, 0
-        for t in range(cycles):
-            ctx.set(dut.seed, int(seeds[t]))
-            ctx.set(dut.load, int(load[t]))
-            ctx.set(dut.advance, int(advance[t]))
-            got.append(split_lanes(ctx.get(dut.words), lanes))
-            want.append(expect(seed, k).tolist())
-            await ctx.tick()
-            if load[t]:                              # the seed presented on the clock before
-                seed, k = int(seeds[t - 1]), 0
-            elif advance[t]:
-                k += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    # the seed presented on the clock before the load
+    got, want = run_seeded_generator(dut, seeds, load, advance, lambda ctx: split_lanes(ctx.get(dut.words), lanes),
+                                     lambda seed, k: expect(seed, k).tolist(), seed_lag=1)
     assert got == want
 
 

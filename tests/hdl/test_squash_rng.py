@@ -2,7 +2,6 @@
 with loads (back to back, zero seed) and random advance; bit balance."""
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from qkdlink.hdl.squash_rng import ZERO_SEED_STATE, SquashBits, squash_bits_model, xorshift64
 
@@ -39,7 +38,7 @@ def test_long_run_is_balanced():
 
 
 @pytest.mark.parametrize("n_bits", [2, 8])
-def test_gateware_matches_model(n_bits):
+def test_gateware_matches_model(n_bits, run_seeded_generator):
     rng = np.random.default_rng(7 + n_bits)
     cycles = 900
     advance = rng.random(cycles) < 0.7
@@ -49,29 +48,15 @@ def test_gateware_matches_model(n_bits):
     seeds = rng.integers(0, 2**64, size=cycles, dtype=np.uint64)
     seeds[700] = 0                                       # the zero seed loads ZERO_SEED_STATE
     ref = {}
+
+    def expect(seed, k):
+        if seed not in ref:
+            ref[seed] = squash_bits_model(seed, cycles + 1, n_bits)
+        return int(ref[seed][k])
+
     dut = SquashBits(n_bits)
-    got, want = [], []
-
-    async def tb(ctx):
-        seed, k = 0, 0
-        for t in range(cycles):
-            ctx.set(dut.seed, int(seeds[t]))
-            ctx.set(dut.load, int(load[t]))
-            ctx.set(dut.advance, int(advance[t]))
-            if seed not in ref:
-                ref[seed] = squash_bits_model(seed, cycles + 1, n_bits)
-            got.append(ctx.get(dut.bits))
-            want.append(int(ref[seed][k]))
-            await ctx.tick()
-            if load[t]:                                  # the seed presented in the load clock
-                seed, k = int(seeds[t]), 0
-            elif advance[t]:
-                k += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    # the seed presented in the load clock
+    got, want = run_seeded_generator(dut, seeds, load, advance, lambda ctx: ctx.get(dut.bits), expect, seed_lag=0)
     assert got == want
 
 
